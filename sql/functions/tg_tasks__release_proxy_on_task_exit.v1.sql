@@ -1,0 +1,35 @@
+-- A worker holds its proxy for its task. When the task stops being its task in processing
+-- (finished, failed, requeued by the heartbeat manager, reassigned or deleted), the proxy goes back
+-- to the pool in the same transaction, unless the worker still has another task in processing.
+
+CREATE OR REPLACE FUNCTION public.tg_tasks__release_proxy_on_task_exit()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    IF public.worker_has_processing_task(OLD.worker_id) THEN
+        RETURN NULL;
+    END IF;
+
+    -- Lock in id order, as every multi-row release does, so releases never deadlock each other.
+    WITH held AS (
+        SELECT p.id
+          FROM public.proxies p
+         WHERE p.worker_id = OLD.worker_id AND p.is_in_use
+         ORDER BY p.id
+           FOR UPDATE
+    )
+    UPDATE public.proxies p
+       SET is_in_use = false, worker_id = NULL
+      FROM held
+     WHERE p.id = held.id;
+
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION public.tg_tasks__release_proxy_on_task_exit() IS
+    'Trigger on catalog_tasks and object_tasks: when a row leaves processing (status changes, '
+    'worker_id changes or is cleared, or the row is deleted), frees the proxies of its old worker, '
+    'unless that worker still has another task in processing in either table.';
