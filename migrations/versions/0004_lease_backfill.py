@@ -19,5 +19,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Nothing to undo: the rows stay consistent, and 0003's downgrade drops the rule and the lease.
-    pass
+    run_sql(op, "0004_lease_backfill.down.sql")

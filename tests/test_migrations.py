@@ -1,0 +1,175 @@
+"""Installing, removing and re-installing proxy-leases through Alembic, as an operator would."""
+
+import hashlib
+import subprocess
+
+import pytest
+
+from migrations.sql_files import SQL_DIR, pinned_checksums
+from tests.helpers import ROOT, alembic_cli
+
+PUBLIC_FUNCTIONS = {
+    "release_stuck_proxies",
+    "release_container_proxies",
+    "worker_has_processing_task",
+    "tg_proxies__keep_lease_consistent",
+    "tg_tasks__release_proxy_on_task_exit",
+    "tg_tasks__renew_proxy_lease_on_heartbeat",
+    "tg_proxy_lease_settings__keep_the_row",
+}
+
+CATALOG_QUERY = """
+SELECT 'function ' || p.oid::regprocedure || ': ' || md5(pg_get_functiondef(p.oid))
+  FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'trigger ' || tgrelid::regclass || '.' || tgname || ': ' || pg_get_triggerdef(t.oid)
+  FROM pg_trigger t WHERE NOT tgisinternal
+UNION ALL
+SELECT 'index ' || indexrelid::regclass || ': ' || pg_get_indexdef(indexrelid) || ' valid=' || indisvalid
+  FROM pg_index WHERE indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks')
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || '.' || conname || ': ' || pg_get_constraintdef(oid) || ' valid=' || convalidated
+  FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'column ' || attrelid::regclass || '.' || attname || ' ' || format_type(atttypid, atttypmod) || ' notnull=' || attnotnull
+  FROM pg_attribute WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r')
+   AND attnum > 0 AND NOT attisdropped
+UNION ALL
+SELECT 'comment ' || objoid::regprocedure || ': ' || md5(description)
+  FROM pg_description WHERE classoid = 'pg_proc'::regclass
+   AND objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
+ORDER BY 1
+"""
+
+
+def catalog(database) -> list[str]:
+    return [row[0] for row in database.all(CATALOG_QUERY)]
+
+
+def test_upgrade_on_an_empty_database_creates_the_fleet_tables_and_everything_else(fresh_database):
+    database = fresh_database()
+    database.upgrade(cron="off")
+
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.all("SELECT table_name, created FROM proxy_leases_adopted_tables ORDER BY 1") == [
+        ("catalog_tasks", True), ("object_tasks", True), ("proxies", True)]
+    functions = {row[0] for row in database.all(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace")}
+    assert functions == PUBLIC_FUNCTIONS
+
+
+def test_every_public_object_is_documented(db):
+    undocumented = db.all("""
+        SELECT 'function ' || p.oid::regprocedure FROM pg_proc p
+         WHERE p.pronamespace = 'public'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL
+        UNION ALL
+        SELECT 'table ' || c.oid::regclass FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+           AND c.relname <> 'alembic_version' AND obj_description(c.oid, 'pg_class') IS NULL
+        UNION ALL
+        SELECT 'index ' || i.indexrelid::regclass FROM pg_index i
+         WHERE (i.indexrelid::regclass::text LIKE '%processing_worker_idx'
+                OR i.indexrelid::regclass::text = 'proxies_held_worker_idx')
+           AND obj_description(i.indexrelid, 'pg_class') IS NULL
+        UNION ALL
+        SELECT 'column proxies.' || attname FROM pg_attribute
+         WHERE attrelid = 'proxies'::regclass AND attname IN ('leased_at', 'leased_until')
+           AND col_description(attrelid, attnum) IS NULL
+        UNION ALL
+        SELECT 'constraint ' || conname FROM pg_constraint
+         WHERE conname = 'proxies_lease_consistent' AND obj_description(oid, 'pg_constraint') IS NULL
+    """)
+    assert undocumented == []
+
+
+def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(fresh_database):
+    database = fresh_database()
+    database.upgrade(cron="off")
+    installed = catalog(database)
+    database.downgrade("base", cron="off")
+    assert database.all(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        " AND relname NOT IN ('alembic_version', 'alembic_version_pkc')") == []
+    assert database.one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == 0
+    database.upgrade(cron="off")
+    assert catalog(database) == installed
+
+
+@pytest.mark.parametrize("step", ["0004_lease_backfill", "0003_lease", "0002_partial_indexes", "0001_fleet_schema"])
+def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):
+    reference = fresh_database()
+    reference.upgrade(step, cron="off")
+    database = fresh_database()
+    database.upgrade(cron="off")
+    database.downgrade(step, cron="off")
+    assert catalog(database) == catalog(reference)
+
+
+def test_the_command_line_takes_a_plain_postgresql_url_from_database_url(fresh_database):
+    database = fresh_database()
+    result = alembic_cli("upgrade", "head", env={"DATABASE_URL": database.url, "PROXY_LEASES_CRON": "off"})
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade 0004_lease_backfill -> 0005_sweep_schedule" in result.stderr
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+
+
+def test_the_command_line_without_a_database_says_what_to_set():
+    result = alembic_cli("upgrade", "head", env={"DATABASE_URL": ""})
+    assert result.returncode != 0
+    assert "DATABASE_URL=postgresql://" in result.stderr
+
+
+def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_database, pg_server):
+    online = fresh_database()
+    online.upgrade(cron="off")
+    offline = fresh_database()
+    script = alembic_cli("upgrade", "head", "--sql", env={"DATABASE_URL": offline.url})
+    assert script.returncode == 0, script.stderr
+    assert "%%" not in script.stdout
+    assert "RAISE EXCEPTION 'proxy % cannot be taken without a worker_id'" in script.stdout
+    # The step that needs the pg_cron database says exactly what to run there.
+    assert f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}'" in script.stdout
+
+    applied = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", offline.url],
+        input=script.stdout, capture_output=True, text=True, timeout=120,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert catalog(offline) == catalog(online)
+    assert offline.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+
+
+def test_offline_downgrade_script_is_produced_too(fresh_database):
+    database = fresh_database()
+    script = alembic_cli("downgrade", "0005_sweep_schedule:base", "--sql", env={"DATABASE_URL": database.url})
+    assert script.returncode == 0, script.stderr
+    assert "DROP FUNCTION public.release_stuck_proxies();" in script.stdout
+    assert "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname" in script.stdout
+
+
+def test_every_sql_file_is_pinned_and_unchanged():
+    """Applied revisions never change: a file a revision runs is frozen by sql/SHA256SUMS."""
+    on_disk = {str(path.relative_to(SQL_DIR)) for path in SQL_DIR.rglob("*.sql")}
+    pins = pinned_checksums()
+    assert set(pins) == on_disk
+    for name, digest in pins.items():
+        assert hashlib.sha256((SQL_DIR / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_every_sql_file_is_run_by_some_revision():
+    revisions = "".join(path.read_text() for path in (ROOT / "migrations" / "versions").glob("*.py"))
+    unused = [name for name in pinned_checksums() if f'"{name}"' not in revisions]
+    assert unused == []
+
+
+def test_a_changed_frozen_file_stops_the_upgrade(tmp_path, monkeypatch):
+    from migrations import sql_files
+
+    copy = tmp_path / "sql"
+    copy.mkdir()
+    (copy / "SHA256SUMS").write_text((SQL_DIR / "SHA256SUMS").read_text())
+    (copy / "0004_lease_backfill.sql").write_text((SQL_DIR / "0004_lease_backfill.sql").read_text() + "\n-- edited\n")
+    monkeypatch.setattr(sql_files, "SQL_DIR", copy)
+    monkeypatch.setattr(sql_files, "CHECKSUMS", copy / "SHA256SUMS")
+    with pytest.raises(sql_files.FrozenSqlChanged, match="new file"):
+        sql_files.read_sql("0004_lease_backfill.sql")
