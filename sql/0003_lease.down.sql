@@ -11,6 +11,7 @@ DROP TRIGGER keep_lease_consistent ON public.proxies;
 
 DROP FUNCTION public.release_container_proxies(text);
 DROP FUNCTION public.release_stuck_proxies();
+DROP VIEW public.stuck_proxies;
 DROP FUNCTION public.tg_tasks__renew_proxy_lease_on_heartbeat();
 DROP FUNCTION public.tg_tasks__release_proxy_on_task_exit();
 DROP FUNCTION public.tg_proxies__keep_lease_consistent();

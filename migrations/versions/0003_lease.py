@@ -26,6 +26,7 @@ def upgrade() -> None:
         "functions/tg_proxies__keep_lease_consistent.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v1.sql",
         "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v1.sql",
+        "views/stuck_proxies.v1.sql",
         "functions/release_stuck_proxies.v1.sql",
         "functions/release_container_proxies.v1.sql",
         "0003_lease_triggers.sql",

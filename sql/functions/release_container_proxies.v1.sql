@@ -29,18 +29,16 @@ BEGIN
 
     v_prefix := release_container_proxies.container_id || '_';
 
-    WITH held AS (
-        SELECT p.id
-          FROM public.proxies p
-         WHERE (p.is_in_use OR p.worker_id IS NOT NULL)
-           AND starts_with(p.worker_id, v_prefix)
-         ORDER BY p.id
-           FOR UPDATE
-    )
+    -- Waits for rows another transaction holds (the caller wants them all free on return);
+    -- locks in id order, as every multi-row release does, so releases never deadlock each other.
     UPDATE public.proxies p
        SET is_in_use = false, worker_id = NULL
-      FROM held
-     WHERE p.id = held.id;
+     WHERE p.id = ANY (ARRAY(SELECT h.id
+                               FROM public.proxies h
+                              WHERE (h.is_in_use OR h.worker_id IS NOT NULL)
+                                AND starts_with(h.worker_id, v_prefix)
+                              ORDER BY h.id
+                                FOR UPDATE));
 
     GET DIAGNOSTICS v_freed = ROW_COUNT;
     RETURN v_freed;

@@ -13,17 +13,13 @@ BEGIN
     END IF;
 
     -- Lock in id order, as every multi-row release does, so releases never deadlock each other.
-    WITH held AS (
-        SELECT p.id
-          FROM public.proxies p
-         WHERE p.worker_id = OLD.worker_id AND p.is_in_use
-         ORDER BY p.id
-           FOR UPDATE
-    )
     UPDATE public.proxies p
        SET is_in_use = false, worker_id = NULL
-      FROM held
-     WHERE p.id = held.id;
+     WHERE p.id = ANY (ARRAY(SELECT h.id
+                               FROM public.proxies h
+                              WHERE h.worker_id = OLD.worker_id AND h.is_in_use
+                              ORDER BY h.id
+                                FOR UPDATE));
 
     RETURN NULL;
 END
