@@ -1,0 +1,152 @@
+"""Sweeps, releases and acquisitions at once, on real connections: nobody waits, nothing live is freed."""
+
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.helpers import past_the_grace
+
+
+@pytest.fixture
+def pool(db):
+    db.run("INSERT INTO proxies (address) SELECT 'http://10.0.0.' || n || ':3128' FROM generate_series(1, 200) n")
+    return db
+
+
+def test_a_sweep_skips_a_locked_stuck_proxy_instead_of_waiting(pool):
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'dead_' || id, "
+             "leased_until = now() - interval '1 second' WHERE id <= 3")
+    with pool.connect(autocommit=False) as holder, pool.connect() as sweeper:
+        holder.execute("SELECT 1 FROM proxies WHERE id = 2 FOR UPDATE")
+        sweeper.execute("SET lock_timeout = '100ms'")  # waiting would be an error, not a slow test
+        assert sweeper.execute("SELECT release_stuck_proxies()").fetchone()[0] == 2
+        holder.rollback()
+    assert pool.one("SELECT release_stuck_proxies()") == 1
+
+
+def test_a_regrant_of_an_expired_proxy_is_a_new_lease_the_sweep_leaves_alone(pool):
+    """Re-granted by another worker before the sweep ran: the new grant is live, not stuck."""
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'dead_1', "
+             "leased_until = now() - interval '1 second' WHERE id = 1")
+    with pool.connect(autocommit=False) as worker, pool.connect(autocommit=False) as sweeper:
+        sweeper.execute("SELECT count(*) FROM proxies")  # the sweep's transaction starts first
+        worker.execute("UPDATE proxies SET is_in_use = false WHERE id = 1")
+        worker.execute("UPDATE proxies SET is_in_use = true, worker_id = 'live_1' WHERE id = 1")
+        worker.commit()
+        assert sweeper.execute("SELECT release_stuck_proxies()").fetchone()[0] == 0
+        sweeper.commit()
+    assert pool.one("SELECT worker_id FROM proxies WHERE id = 1") == "live_1"
+
+
+def test_a_sweep_waits_for_nothing_while_the_release_trigger_holds_the_row(pool):
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'w_1', "
+             "leased_until = now() - interval '1 second' WHERE id = 1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id) VALUES ('processing', 'w_1')")
+    with pool.connect(autocommit=False) as worker, pool.connect() as sweeper:
+        worker.execute("UPDATE catalog_tasks SET status = 'done'")  # trigger locks and frees proxy 1
+        sweeper.execute("SET lock_timeout = '100ms'")
+        assert sweeper.execute("SELECT release_stuck_proxies()").fetchone()[0] == 0
+        worker.commit()
+    assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False
+
+
+def run_together(*callables):
+    barrier = threading.Barrier(len(callables))
+    results, errors = [None] * len(callables), []
+
+    def runner(index, work):
+        try:
+            barrier.wait()
+            results[index] = work()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=runner, args=item) for item in enumerate(callables)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return results
+
+
+def test_concurrent_sweeps_free_each_stuck_proxy_exactly_once(pool):
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'dead_' || id, "
+             "leased_until = now() - interval '1 second'")
+
+    def sweep():
+        with pool.connect() as conn:
+            return conn.execute("SELECT release_stuck_proxies()").fetchone()[0]
+
+    freed = run_together(*[sweep] * 6)
+    assert sum(freed) == 200
+    assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0
+
+
+def test_workers_sweeps_and_container_restarts_in_a_storm(pool):
+    """24 workers take a proxy, start a task, heartbeat, finish; 2 sweepers and container restarts
+    run all along. Each worker checks, at every step, that its proxy is still its own; any freed
+    live proxy, deadlock or serialization failure fails the test."""
+    pool.run("UPDATE proxy_lease_settings SET orphan_grace = '0 seconds'")  # the harshest setting
+    deadline = time.monotonic() + 8
+    violations, errors, cycles = [], [], [0]
+    lock = threading.Lock()
+
+    def worker(container, n):
+        me = f"{container}_{n}"
+        rng = random.Random(me)
+        with pool.connect() as conn:
+            while time.monotonic() < deadline:
+                with conn.transaction():  # the legacy way: take a free proxy, then the task, at once
+                    row = conn.execute(
+                        "UPDATE proxies SET is_in_use = true, worker_id = %s WHERE id = ("
+                        " SELECT id FROM proxies WHERE NOT is_in_use AND NOT is_blocked"
+                        " ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id", (me,)).fetchone()
+                    if row is None:
+                        continue
+                    task = conn.execute("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
+                                        "VALUES ('processing', %s, now()) RETURNING id", (me,)).fetchone()[0]
+                for _ in range(rng.randint(1, 3)):
+                    conn.execute("UPDATE catalog_tasks SET heartbeat_at = now() WHERE id = %s", (task,))
+                    holder = conn.execute("SELECT worker_id FROM proxies WHERE id = %s", row).fetchone()[0]
+                    if holder != me:
+                        with lock:
+                            violations.append((me, row[0], holder))
+                conn.execute("UPDATE catalog_tasks SET status = 'done' WHERE id = %s", (task,))
+                with lock:
+                    cycles[0] += 1
+
+    def sweeper():
+        with pool.connect() as conn:
+            while time.monotonic() < deadline:
+                conn.execute("SELECT release_stuck_proxies()")
+
+    def restarts():
+        # A container that is not running restarts: its stale grants (made directly) are released.
+        with pool.connect() as conn:
+            while time.monotonic() < deadline:
+                conn.execute("UPDATE proxies SET is_in_use = true, worker_id = 'deadbeef_' || id WHERE id = ("
+                             " SELECT id FROM proxies WHERE NOT is_in_use LIMIT 1 FOR UPDATE SKIP LOCKED)")
+                conn.execute("SELECT release_container_proxies('deadbeef')")
+
+    def guarded(work, *args):
+        def run():
+            try:
+                work(*args)
+            except psycopg.Error as error:
+                errors.append(f"{type(error).__name__}: {error}")
+        return run
+
+    tasks = [guarded(worker, container, n) for container in ("b77514be", "93816237", "e1bf8c63") for n in range(8)]
+    tasks += [guarded(sweeper), guarded(sweeper), guarded(restarts)]
+    run_together(*tasks)
+
+    assert errors == []
+    assert violations == []
+    assert cycles[0] > 100, cycles
+    assert pool.one("SELECT count(*) FROM proxies") == 200
+    # Everyone finished their task: after the storm nothing is held.
+    assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0

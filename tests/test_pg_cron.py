@@ -1,0 +1,111 @@
+"""The sweeper's pg_cron job: scheduled from the pg_cron database, one per fleet database, for real."""
+
+import logging
+import time
+
+import psycopg
+import pytest
+
+from migrations.pg_cron import JOB_COMMAND, PgCronUnavailable, job_name
+from tests.helpers import Database, alembic
+from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+
+
+def jobs(pg_server, dbname=None):
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        return conn.execute("SELECT jobname, schedule, command, database FROM cron.job "
+                            "WHERE %s::text IS NULL OR jobname = %s ORDER BY jobname",
+                            (dbname and job_name(dbname), dbname and job_name(dbname))).fetchall()
+
+
+def test_the_upgrade_schedules_the_sweeper_in_the_pg_cron_database(fresh_database, pg_server):
+    database = fresh_database()
+    database.upgrade(cron="auto")
+    assert jobs(pg_server, database.name) == [
+        (f"proxy_leases_sweep.{database.name}", "* * * * *", JOB_COMMAND, database.name)]
+
+
+def test_two_fleet_databases_on_one_server_get_a_job_each(fresh_database, pg_server):
+    first, second = fresh_database(), fresh_database()
+    first.upgrade(cron="auto")
+    second.upgrade(cron="auto")
+    assert [row[3] for row in jobs(pg_server, first.name) + jobs(pg_server, second.name)] == [first.name, second.name]
+
+    first.downgrade("0004_lease_backfill", cron="auto")
+    assert jobs(pg_server, first.name) == []
+    assert len(jobs(pg_server, second.name)) == 1
+
+
+def test_scheduling_again_replaces_the_job_even_one_pointing_at_another_database(fresh_database, pg_server):
+    database = fresh_database()
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        # pg_cron 1.4 re-schedules an existing name without changing its database: replace it instead.
+        conn.execute("SELECT cron.schedule_in_database(%s, '0 0 * * *', 'SELECT 1', %s)",
+                     (job_name(database.name), CRON_DATABASE))
+    database.upgrade(cron="auto")
+    database.downgrade("0004_lease_backfill", cron="off")   # off: leaves pg_cron alone
+    database.upgrade(cron="auto", cron_schedule="*/2 * * * *")
+    assert jobs(pg_server, database.name) == [
+        (job_name(database.name), "*/2 * * * *", JOB_COMMAND, database.name)]
+
+
+def test_downgrade_to_base_unschedules(fresh_database, pg_server):
+    database = fresh_database()
+    database.upgrade(cron="auto")
+    database.downgrade("base", cron="auto")
+    assert jobs(pg_server, database.name) == []
+
+
+@pytest.fixture(scope="module")
+def server_without_pg_cron():
+    with ThrowawayPostgres(preload_pg_cron=False) as server:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE fleet")
+        yield server
+
+
+def test_without_pg_cron_the_upgrade_warns_and_succeeds(server_without_pg_cron, caplog):
+    database = Database(server_without_pg_cron.url("fleet"))
+    with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
+        database.upgrade(cron="auto")
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "pg_cron is not in shared_preload_libraries" in warning
+    assert "README" in warning and "cron=require" in warning
+    database.downgrade("base", cron="auto")
+
+
+def test_without_pg_cron_cron_require_fails_the_upgrade(server_without_pg_cron):
+    database = Database(server_without_pg_cron.url("fleet"))
+    with pytest.raises(PgCronUnavailable, match="cron=require"):
+        database.upgrade(cron="require")
+    assert database.one("SELECT version_num FROM alembic_version") == "0004_lease_backfill"
+    database.downgrade("base", cron="off")
+
+
+def test_preloaded_pg_cron_without_its_extension_is_created_where_it_lives():
+    with ThrowawayPostgres() as server:
+        with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE fleet")
+        alembic(server.url("fleet"), "upgrade", "head", cron="require")
+        with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
+            assert conn.execute("SELECT database FROM cron.job").fetchall() == [("fleet",)]
+
+
+def test_the_scheduled_job_really_frees_a_stuck_proxy(fresh_database, pg_server):
+    """pg_cron 1.4 runs at minute boundaries: this waits for the next one (at most about a minute)."""
+    database = fresh_database()
+    database.upgrade(cron="auto")
+    database.run("INSERT INTO proxies (address, is_in_use, worker_id) VALUES ('http://10.0.0.1:3128', true, 'dead_1')")
+    database.run("UPDATE proxies SET leased_until = now() - interval '1 second'")
+
+    deadline = time.monotonic() + 90
+    while database.one("SELECT is_in_use FROM proxies") is True:
+        assert time.monotonic() < deadline, pg_server.server_log()[-3000:]
+        time.sleep(0.5)
+
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        runs = conn.execute(
+            "SELECT status, return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+            "WHERE j.jobname = %s", (job_name(database.name),)).fetchall()
+    assert ("succeeded", "1 row") in runs
