@@ -29,9 +29,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
@@ -227,12 +227,12 @@ def load_incident_state(pg: ThrowawayPostgres) -> None:
 
 def run_alembic_upgrade(pg: ThrowawayPostgres) -> bool:
     env = dict(os.environ, DATABASE_URL=pg.url(FLEET_DATABASE))
-    # The defaults, as an operator gets them: whatever the caller's shell says about pg_cron.
+    # The pg_cron defaults an operator gets, whatever the caller's shell says.
     env.pop("PROXY_LEASES_CRON", None)
     env.pop("PROXY_LEASES_CRON_SCHEDULE", None)
-    command = [sys.executable, "-m", "alembic", "upgrade", "head"]
-    print(f"$ DATABASE_URL={pg.url(FLEET_DATABASE)} {' '.join(['python', *command[1:]])}")
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    print(f"$ DATABASE_URL={pg.url(FLEET_DATABASE)} python -m alembic upgrade head")
+    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     output = (result.stdout + result.stderr).splitlines()
     if result.returncode != 0:
         for line in output:
@@ -333,8 +333,8 @@ def print_sweep_runs(cron: psycopg.Connection, jobid: int, expect: Expectations)
     print(f"cron.job_run_details for job {jobid}:")
     print("  start (UTC)  duration  status     return_message")
     for run in runs:
-        duration = f"{(run.end_time - run.start_time).total_seconds() * 1000:5.0f} ms" if run.end_time else "    ? ms"
-        print(f"  {utc_clock(run.start_time)}     {duration}  {run.status:9}  {run.return_message}")
+        milliseconds = (run.end_time - run.start_time).total_seconds() * 1000 if run.end_time else float("nan")
+        print(f"  {utc_clock(run.start_time)}     {milliseconds:5.0f} ms  {run.status:9}  {run.return_message}")
     succeeded = [run for run in runs if run.status == "succeeded" and run.return_message == "1 row"]
     expect.expect("a logged sweep run that succeeded with '1 row'", bool(succeeded), True)
 
@@ -358,11 +358,12 @@ def replay_live_crash(fleet: psycopg.Connection, observer: psycopg.Connection, e
         for table, statement in HEARTBEAT_MANAGER_SQL.items():
             requeued = fleet.execute(statement).rowcount
             print(f"  {statement}")
-            print(f"    -> {requeued} task(s) back to pending")
             if table == "object_tasks":
+                print(f"    -> {requeued} task(s) back to pending: {CRASHED_CONTAINER}'s")
                 expect.expect("object_tasks requeued by the heartbeat manager", requeued, 15)
             else:
-                # The incident's catalog task in processing with no worker (no heartbeat for 2 hours).
+                print(f"    -> {requeued} task(s) back to pending: the incident's task left in processing "
+                      "with no worker (no proxy)")
                 expect.expect("catalog_tasks requeued by the heartbeat manager", requeued, 1)
         inside = count_held_by_container(fleet, CRASHED_CONTAINER)
         elsewhere = count_held_by_container(observer, CRASHED_CONTAINER)
