@@ -2,6 +2,7 @@
 --   100 proxies: 27 blocked, 44 held by the live workers of containers b77514be, 93816237 and
 --   e1bf8c63 (each with a task in processing), 16 stuck (15 held by workers of the crashed
 --   container 8b4f59aa, 1 by b77514be_16), 13 free.
+-- The report lists 13 tasks for e1bf8c63, but its own 44 in use needs 14 holders there: 15 + 15 + 14.
 -- The crashed workers' tasks were already put back to pending by the heartbeat manager; their
 -- proxies were not. History rows (done, failed, pending) include NULL worker ids, and one task in
 -- processing has a NULL worker id: the report's NOT IN query is wrong on both.

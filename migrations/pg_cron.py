@@ -72,7 +72,7 @@ def schedule_sweeper(op) -> None:
         log.info("cron=off: pg_cron left alone; run SELECT release_stuck_proxies() from your own scheduler")
         return
     if op.get_context().as_sql:
-        _print_offline_instructions(op, schedule=True)
+        _print_offline_instructions(op, scheduling=True)
         return
 
     bind = op.get_bind()
@@ -117,7 +117,7 @@ def unschedule_sweeper(op) -> None:
     if cron_mode() == "off":
         return
     if op.get_context().as_sql:
-        _print_offline_instructions(op, schedule=False)
+        _print_offline_instructions(op, scheduling=False)
         return
     bind = op.get_bind()
     app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
@@ -142,16 +142,18 @@ def unschedule_sweeper(op) -> None:
     log.info("removed %d pg_cron job(s) %r from database %s", removed, job_name(app_db), cron_db)
 
 
-def _print_offline_instructions(op, *, schedule: bool) -> None:
+def _print_offline_instructions(op, *, scheduling: bool) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
     app_db = context.config.attributes.get("offline_database") or "<this database>"
     name = job_name(app_db)
-    if schedule:
+    # Offline, the pg_cron version is unknown: every minute works on all of them.
+    schedule = option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *"
+    if scheduling:
         lines = [
             "pg_cron: this step needs the database named by cron.database_name (usually postgres).",
             "Run there, as the user that owns the fleet's tables:",
             f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '{name}';",
-            f"  SELECT cron.schedule_in_database('{name}', '* * * * *', '{JOB_COMMAND}', '{app_db}');",
+            f"  SELECT cron.schedule_in_database('{name}', '{schedule}', '{JOB_COMMAND}', '{app_db}');",
         ]
     else:
         lines = [

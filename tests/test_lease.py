@@ -106,3 +106,21 @@ def test_the_settings_keep_their_one_row_and_sane_values(pool):
         pool.run("UPDATE proxy_lease_settings SET orphan_grace = '10 minutes'")
     with pytest.raises(psycopg.errors.UniqueViolation):
         pool.run("INSERT INTO proxy_lease_settings DEFAULT VALUES")
+
+
+def test_a_heartbeat_written_into_the_past_renews_nothing(pool):
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1', leased_until = now() + interval '5 s'"
+             " WHERE id = 1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c0ffee_1', now())")
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() - interval '10 minutes'")
+    assert pool.one("SELECT leased_until < now() + interval '6 seconds' FROM proxies WHERE id = 1") is True
+
+
+def test_the_lease_runs_from_the_heartbeat_and_never_from_the_future(pool):
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1', leased_until = now() + interval '5 s'"
+             " WHERE id = 1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c0ffee_1', now())")
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() - interval '1 minute'")
+    assert pool.one("SELECT leased_until - now() FROM proxies WHERE id = 1").total_seconds() == pytest.approx(240, abs=2)
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 day'")
+    assert pool.one("SELECT leased_until - now() FROM proxies WHERE id = 1").total_seconds() == pytest.approx(300, abs=2)

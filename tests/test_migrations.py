@@ -123,12 +123,14 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     online = fresh_database()
     online.upgrade(cron="off")
     offline = fresh_database()
-    script = alembic_cli("upgrade", "head", "--sql", env={"DATABASE_URL": offline.url})
+    script = alembic_cli("upgrade", "head", "--sql",
+                         env={"DATABASE_URL": offline.url, "PROXY_LEASES_CRON_SCHEDULE": "*/5 * * * *"})
     assert script.returncode == 0, script.stderr
     assert "%%" not in script.stdout
     assert "RAISE EXCEPTION 'proxy % cannot be taken without a worker_id'" in script.stdout
     # The step that needs the pg_cron database says exactly what to run there.
-    assert f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}'" in script.stdout
+    assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
+            f"'SELECT public.release_stuck_proxies()', '{offline.name}')") in script.stdout
 
     applied = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", offline.url],
