@@ -59,11 +59,25 @@ def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
     return sa.create_engine(bind.engine.url.set(database=cron_db), poolclass=pool.NullPool)
 
 
-def _where_pg_cron_lives(bind: sa.Connection) -> str | None:
+def _databases(bind: sa.Connection) -> tuple[str, str | None]:
+    """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded)."""
+    app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
     libraries = bind.exec_driver_sql("SHOW shared_preload_libraries").scalar() or ""
     if "pg_cron" not in [lib.strip().strip('"') for lib in libraries.split(",")]:
-        return None
-    return bind.exec_driver_sql("SELECT current_setting('cron.database_name', true)").scalar() or "postgres"
+        return app_db, None
+    cron_db = bind.exec_driver_sql("SELECT current_setting('cron.database_name', true)").scalar()
+    return app_db, cron_db or "postgres"
+
+
+def _pg_cron_version(cron: sa.Connection) -> str | None:
+    return cron.exec_driver_sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").scalar()
+
+
+def _unschedule(cron: sa.Connection, name: str) -> int:
+    # By jobid: cron.unschedule('a name that does not exist') raises.
+    return cron.execute(
+        sa.text("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = :name"), {"name": name}
+    ).rowcount
 
 
 def schedule_sweeper(op) -> None:
@@ -76,30 +90,22 @@ def schedule_sweeper(op) -> None:
         return
 
     bind = op.get_bind()
-    app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
-    cron_db = _where_pg_cron_lives(bind)
+    app_db, cron_db = _databases(bind)
     if cron_db is None:
         unavailable(mode, "pg_cron is not in shared_preload_libraries on this server")
         return
 
     try:
         with _cron_engine(bind, cron_db).begin() as cron:
-            extversion = cron.exec_driver_sql(
-                "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'"
-            ).scalar()
+            extversion = _pg_cron_version(cron)
             if extversion is None:
                 cron.exec_driver_sql("CREATE EXTENSION pg_cron")
-                extversion = cron.exec_driver_sql(
-                    "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'"
-                ).scalar()
+                extversion = _pg_cron_version(cron)
                 log.info("created extension pg_cron %s in database %s", extversion, cron_db)
             schedule = option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or default_schedule(extversion)
             # pg_cron 1.4 re-schedules an existing name without moving it to another database,
-            # so the old job goes first (by jobid: unscheduling a missing name raises).
-            cron.execute(
-                sa.text("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = :name"),
-                {"name": job_name(app_db)},
-            )
+            # so the old job goes first.
+            _unschedule(cron, job_name(app_db))
             jobid = cron.execute(
                 sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :db)"),
                 {"name": job_name(app_db), "schedule": schedule, "command": JOB_COMMAND, "db": app_db},
@@ -120,18 +126,14 @@ def unschedule_sweeper(op) -> None:
         _print_offline_instructions(op, scheduling=False)
         return
     bind = op.get_bind()
-    app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
-    cron_db = _where_pg_cron_lives(bind)
+    app_db, cron_db = _databases(bind)
     if cron_db is None:
         return
     try:
         with _cron_engine(bind, cron_db).begin() as cron:
             if cron.exec_driver_sql("SELECT to_regclass('cron.job')").scalar() is None:
                 return
-            removed = cron.execute(
-                sa.text("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = :name"),
-                {"name": job_name(app_db)},
-            ).rowcount
+            removed = _unschedule(cron, job_name(app_db))
     except sa.exc.DBAPIError as error:
         log.warning(
             "could not remove pg_cron job %r from database %s (%s). Remove it there by hand: "
