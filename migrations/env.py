@@ -3,7 +3,7 @@
 import os
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
 config = context.config
@@ -26,6 +26,25 @@ def database_url() -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def lock_timeout() -> str:
+    """How long a revision may wait for a lock on the fleet's tables before it gives up cleanly.
+
+    Every statement that waits for a lock makes the fleet's statements queue behind it: a revision
+    stuck behind a long transaction must fail fast rather than stop every worker.
+    """
+    return (context.get_x_argument(as_dictionary=True).get("lock_timeout")
+            or os.environ.get("PROXY_LEASES_LOCK_TIMEOUT") or "5s")
+
+
+LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
+(SQLSTATE 55P03): a transaction that has been open for a while holds proxies, catalog_tasks or \
+object_tasks. That revision changed nothing; `alembic current` shows where the database is.
+Find the transaction:
+  SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
+   WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
+then run the upgrade again when it has ended, or give it longer with -x lock_timeout=30s."""
+
+
 def run_migrations_offline() -> None:
     config.attributes["offline_database"] = make_url(database_url()).database
     # paramstyle "named": otherwise every % in PL/pgSQL (RAISE '... %') comes out doubled.
@@ -35,18 +54,25 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
     )
+    context.execute(f"SET lock_timeout = '{lock_timeout()}'")
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    # Set at connection start-up: nothing may run on this connection before configure(), or
+    # SQLAlchemy 2 opens a transaction and Alembic silently drops transaction_per_migration.
+    engine = create_engine(database_url(), poolclass=pool.NullPool,
+                           connect_args={"options": f"-c lock_timeout={lock_timeout()}"})
     with engine.connect() as connection:
-        # Nothing may run on this connection before configure(): SQLAlchemy 2 would open a
-        # transaction and Alembic would then silently drop transaction_per_migration.
         context.configure(connection=connection, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        except exc.OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) == "55P03":
+                raise SystemExit(LOCK_TIMEOUT_HELP.format(timeout=lock_timeout())) from error
+            raise
 
 
 if context.is_offline_mode():

@@ -60,12 +60,17 @@ def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
 
 
 def _databases(bind: sa.Connection) -> tuple[str, str | None]:
-    """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded)."""
-    app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
-    libraries = bind.exec_driver_sql("SHOW shared_preload_libraries").scalar() or ""
-    if "pg_cron" not in [lib.strip().strip('"') for lib in libraries.split(",")]:
-        return app_db, None
-    cron_db = bind.exec_driver_sql("SELECT current_setting('cron.database_name', true)").scalar()
+    """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded).
+
+    Reading shared_preload_libraries needs pg_read_all_settings; a savepoint keeps a refusal from
+    aborting the revision's transaction.
+    """
+    with bind.begin_nested():
+        app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
+        libraries = bind.exec_driver_sql("SHOW shared_preload_libraries").scalar() or ""
+        if "pg_cron" not in [lib.strip().strip('"') for lib in libraries.split(",")]:
+            return app_db, None
+        cron_db = bind.exec_driver_sql("SELECT current_setting('cron.database_name', true)").scalar()
     return app_db, cron_db or "postgres"
 
 
@@ -90,7 +95,12 @@ def schedule_sweeper(op) -> None:
         return
 
     bind = op.get_bind()
-    app_db, cron_db = _databases(bind)
+    try:
+        app_db, cron_db = _databases(bind)
+    except sa.exc.DBAPIError as error:
+        unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that "
+                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')")
+        return
     if cron_db is None:
         unavailable(mode, "pg_cron is not in shared_preload_libraries on this server")
         return
@@ -126,7 +136,12 @@ def unschedule_sweeper(op) -> None:
         _print_offline_instructions(op, scheduling=False)
         return
     bind = op.get_bind()
-    app_db, cron_db = _databases(bind)
+    try:
+        app_db, cron_db = _databases(bind)
+    except sa.exc.DBAPIError as error:
+        log.warning("could not tell where pg_cron lives (%s): remove job %r by hand", error.orig,
+                    job_name(bind.engine.url.database))
+        return
     if cron_db is None:
         return
     try:

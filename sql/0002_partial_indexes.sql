@@ -5,6 +5,12 @@
 -- CREATE INDEX would block those writes for the whole build. Each statement runs on its own,
 -- outside a transaction. An interrupted build leaves an INVALID index behind, so each index is
 -- dropped first: running this file again always ends with valid indexes.
+--
+-- CONCURRENTLY waits for every older transaction to end, but blocks nobody meanwhile: the
+-- migration's lock_timeout, meant for locks that stop the fleet, is lifted for this file.
+
+SELECT set_config('proxy_leases.saved_lock_timeout', current_setting('lock_timeout'), false);
+SET lock_timeout = 0;
 
 DROP INDEX CONCURRENTLY IF EXISTS public.catalog_tasks_processing_worker_idx;
 CREATE INDEX CONCURRENTLY catalog_tasks_processing_worker_idx
@@ -24,3 +30,5 @@ CREATE INDEX CONCURRENTLY proxies_held_worker_idx
 COMMENT ON INDEX public.proxies_held_worker_idx IS
     'proxy-leases: the proxies held (or half-held, before the lease constraint is validated), by worker. '
     'The sweeper reads all of it, so a sweep costs what the proxies in use cost.';
+
+SELECT set_config('lock_timeout', current_setting('proxy_leases.saved_lock_timeout'), false);

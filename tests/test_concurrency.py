@@ -150,3 +150,19 @@ def test_workers_sweeps_and_container_restarts_in_a_storm(pool):
     assert pool.one("SELECT count(*) FROM proxies") == 200
     # Everyone finished their task: after the storm nothing is held.
     assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0
+
+
+def test_a_heartbeat_does_not_wait_for_a_worker_that_is_releasing_its_proxy(pool):
+    """Worker: release the proxy, then finish the task, in one transaction. Its heartbeat thread
+    beating in between must neither wait for the proxy row nor deadlock with it."""
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'w_1', leased_until = now() + interval '5 s'"
+             " WHERE id = 1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'w_1', now())")
+    with pool.connect(autocommit=False) as worker, pool.connect() as heartbeat:
+        worker.execute("UPDATE proxies SET is_in_use = false, worker_id = NULL WHERE id = 1")
+        heartbeat.execute("SET lock_timeout = '200ms'")
+        heartbeat.execute("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 second'")
+        worker.execute("SET lock_timeout = '2s'")
+        worker.execute("UPDATE catalog_tasks SET status = 'done'")
+        worker.commit()
+    assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False

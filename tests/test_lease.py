@@ -49,11 +49,16 @@ def test_a_new_holder_gets_a_new_lease(pool):
     assert abs(length.total_seconds() - 300) < 1
 
 
-def test_taking_a_proxy_without_a_worker_is_refused_with_a_hint(pool):
+@pytest.mark.parametrize("half_take", [
+    "UPDATE proxies SET is_in_use = true WHERE id = 1",
+    "UPDATE proxies SET worker_id = 'c0ffee_1' WHERE id = 1",
+    "INSERT INTO proxies (id, address, worker_id) VALUES (99, 'x', 'c0ffee_1')",
+])
+def test_taking_a_free_proxy_with_only_one_of_the_two_columns_is_refused_with_a_hint(pool, half_take):
     with pytest.raises(psycopg.errors.CheckViolation) as failure:
-        pool.run("UPDATE proxies SET is_in_use = true WHERE id = 1")
-    assert "without a worker_id" in str(failure.value)
-    assert failure.value.diag.message_hint.startswith("Set is_in_use and worker_id in the same statement")
+        pool.run(half_take)
+    assert "only one of is_in_use and worker_id" in str(failure.value)
+    assert failure.value.diag.message_hint.startswith("Set both in one statement")
 
 
 def test_the_rule_holds_even_for_writes_that_bypass_triggers(pool):
@@ -113,14 +118,38 @@ def test_a_heartbeat_written_into_the_past_renews_nothing(pool):
              " WHERE id = 1")
     pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c0ffee_1', now())")
     pool.run("UPDATE catalog_tasks SET heartbeat_at = now() - interval '10 minutes'")
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = NULL")
     assert pool.one("SELECT leased_until < now() + interval '6 seconds' FROM proxies WHERE id = 1") is True
 
 
-def test_the_lease_runs_from_the_heartbeat_and_never_from_the_future(pool):
+def test_a_heartbeat_from_a_client_with_a_skewed_clock_still_renews_from_the_database_clock(pool):
     pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1', leased_until = now() + interval '5 s'"
              " WHERE id = 1")
-    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c0ffee_1', now())")
-    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() - interval '1 minute'")
-    assert pool.one("SELECT leased_until - now() FROM proxies WHERE id = 1").total_seconds() == pytest.approx(240, abs=2)
-    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 day'")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
+             "VALUES ('processing', 'c0ffee_1', now() - interval '4 hours')")
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() - interval '3 hours'")  # forward, in the client's time
     assert pool.one("SELECT leased_until - now() FROM proxies WHERE id = 1").total_seconds() == pytest.approx(300, abs=2)
+
+
+def test_the_fleets_own_roles_need_no_rights_on_proxy_leases_objects(pool):
+    """Workers write proxies and tasks; a heartbeat manager only the task tables. Both keep working."""
+    pool.run("CREATE ROLE fleet_worker LOGIN; CREATE ROLE heartbeat_manager LOGIN")
+    pool.run("GRANT SELECT, UPDATE ON proxies, catalog_tasks, object_tasks TO fleet_worker")
+    pool.run("GRANT SELECT, INSERT ON catalog_tasks TO fleet_worker")
+    pool.run("GRANT SELECT, UPDATE ON catalog_tasks, object_tasks TO heartbeat_manager")
+    try:
+        with pool.connect() as worker:
+            worker.execute("SET ROLE fleet_worker")
+            worker.execute("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1' WHERE id = 1")
+            worker.execute("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
+                           "VALUES ('processing', 'c0ffee_1', now() - interval '1 hour')")
+            worker.execute("UPDATE proxies SET leased_until = now() + interval '5 seconds' WHERE id = 1")
+            worker.execute("UPDATE catalog_tasks SET heartbeat_at = now() - interval '10 minutes'")
+        assert pool.one("SELECT leased_until > now() + interval '4 minutes' FROM proxies WHERE id = 1") is True
+        with pool.connect() as manager:
+            manager.execute("SET ROLE heartbeat_manager")
+            manager.execute("UPDATE catalog_tasks SET status = 'pending', worker_id = NULL "
+                            "WHERE status = 'processing' AND heartbeat_at < now() - interval '5 minutes'")
+        assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False
+    finally:
+        pool.run("DROP OWNED BY fleet_worker, heartbeat_manager; DROP ROLE fleet_worker, heartbeat_manager")

@@ -127,7 +127,8 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
                          env={"DATABASE_URL": offline.url, "PROXY_LEASES_CRON_SCHEDULE": "*/5 * * * *"})
     assert script.returncode == 0, script.stderr
     assert "%%" not in script.stdout
-    assert "RAISE EXCEPTION 'proxy % cannot be taken without a worker_id'" in script.stdout
+    assert "RAISE EXCEPTION 'proxy % cannot be taken with only one of is_in_use and worker_id'" in script.stdout
+    assert script.stdout.startswith("SET lock_timeout = '5s';")
     # The step that needs the pg_cron database says exactly what to run there.
     assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
             f"'SELECT public.release_stuck_proxies()', '{offline.name}')") in script.stdout

@@ -109,3 +109,37 @@ def test_the_scheduled_job_really_frees_a_stuck_proxy(fresh_database, pg_server)
             "SELECT status, return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
             "WHERE j.jobname = %s", (job_name(database.name),)).fetchall()
     assert ("succeeded", "1 row") in runs
+
+
+def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_grants_a_job(
+        fresh_database, pg_server, caplog):
+    database = fresh_database()
+    owner_url = database.url.replace("postgres@", "fleet_owner@")
+    database.run("CREATE ROLE fleet_owner LOGIN")
+    database.run(f'ALTER DATABASE "{database.name}" OWNER TO fleet_owner')
+    database.run("ALTER SCHEMA public OWNER TO fleet_owner")
+    try:
+        with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
+            alembic(owner_url, "upgrade", "head", cron="auto")
+        assert "pg_read_all_settings" in caplog.text
+        assert jobs(pg_server, database.name) == []
+
+        # The grants the README lists, given by a superuser once.
+        with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+            conn.execute("GRANT pg_read_all_settings TO fleet_owner")
+            conn.execute("GRANT USAGE ON SCHEMA cron TO fleet_owner")
+            conn.execute("GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)"
+                         " TO fleet_owner")
+        alembic(owner_url, "downgrade", "0004_lease_backfill", cron="auto")
+        alembic(owner_url, "upgrade", "head", cron="require")
+        with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+            assert conn.execute("SELECT username, database FROM cron.job WHERE jobname = %s",
+                                (job_name(database.name),)).fetchall() == [("fleet_owner", database.name)]
+        alembic(owner_url, "downgrade", "0004_lease_backfill", cron="require")
+        assert jobs(pg_server, database.name) == []
+    finally:
+        with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE username = 'fleet_owner'")
+            conn.execute(f'DROP DATABASE "{database.name}" WITH (FORCE)')
+            conn.execute("DROP OWNED BY fleet_owner")
+            conn.execute("DROP ROLE fleet_owner")

@@ -20,6 +20,7 @@ depends_on = None
 def upgrade() -> None:
     run_sql(
         op,
+        "0003_lease_locks.sql",
         "0003_lease_settings.sql",
         "0003_lease_columns.sql",
         "functions/worker_has_processing_task.v1.sql",

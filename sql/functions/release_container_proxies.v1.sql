@@ -29,8 +29,10 @@ BEGIN
 
     v_prefix := release_container_proxies.container_id || '_';
 
-    -- Waits for rows another transaction holds (the caller wants them all free on return);
-    -- locks in id order, as every multi-row release does, so releases never deadlock each other.
+    -- Rows another transaction has locked are skipped, not waited for: that transaction is changing
+    -- them now (the heartbeat manager requeueing this container's tasks frees them itself), and
+    -- waiting while holding the rows locked so far could deadlock with it. Whatever it leaves held
+    -- by this container's dead workers, the sweeper frees.
     UPDATE public.proxies p
        SET is_in_use = false, worker_id = NULL
      WHERE p.id = ANY (ARRAY(SELECT h.id
@@ -38,7 +40,7 @@ BEGIN
                               WHERE (h.is_in_use OR h.worker_id IS NOT NULL)
                                 AND starts_with(h.worker_id, v_prefix)
                               ORDER BY h.id
-                                FOR UPDATE));
+                                FOR UPDATE SKIP LOCKED));
 
     GET DIAGNOSTICS v_freed = ROW_COUNT;
     RETURN v_freed;
@@ -47,5 +49,6 @@ $$;
 
 COMMENT ON FUNCTION public.release_container_proxies(text) IS
     'Frees every proxy held by a worker <container_id>_* and returns how many. Call it when a '
-    'container starts, before its workers take proxies. NULL, empty or malformed ids (a "_", "%", '
-    'spaces, over 128 characters) raise 22023 and free nothing.';
+    'container starts, before its workers take proxies. Never waits: a row another transaction has '
+    'locked is left to it (and to the sweeper). NULL, empty or malformed ids (a "_", "%", spaces, '
+    'over 128 characters) raise 22023 and free nothing.';

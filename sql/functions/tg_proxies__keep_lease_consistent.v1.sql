@@ -1,10 +1,12 @@
 -- Every write to a proxy's holder goes through here, whoever makes it: the legacy
 --   UPDATE proxies SET is_in_use = true, worker_id = $1 WHERE id = $2
 -- gets a lease it never asked for, and any release, however it is spelled, clears the lease.
+-- SECURITY DEFINER: the fleet's roles write proxies but need no rights on proxy_lease_settings.
 
 CREATE OR REPLACE FUNCTION public.tg_proxies__keep_lease_consistent()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -28,14 +30,14 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    IF NEW.is_in_use IS TRUE AND NOT v_was_held THEN
-        RAISE EXCEPTION 'proxy % cannot be taken without a worker_id', NEW.id
+    IF NOT v_was_held AND (NEW.is_in_use IS TRUE OR NEW.worker_id IS NOT NULL) THEN
+        RAISE EXCEPTION 'proxy % cannot be taken with only one of is_in_use and worker_id', NEW.id
             USING ERRCODE = 'check_violation',
-                  HINT = 'Set is_in_use and worker_id in the same statement: '
+                  HINT = 'Set both in one statement: '
                          'UPDATE proxies SET is_in_use = true, worker_id = $1 WHERE id = $2.';
     END IF;
 
-    -- Anything else is free: setting is_in_use = false, or clearing worker_id, releases the proxy.
+    -- Anything else is free: on a held proxy, is_in_use = false or worker_id = NULL releases it.
     NEW.is_in_use := false;
     NEW.worker_id := NULL;
     NEW.leased_at := NULL;
@@ -46,5 +48,6 @@ $$;
 
 COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'Trigger on proxies: a new holder gets leased_at = now and leased_until = now + lease_duration '
-    '(unless the statement set leased_until itself); setting is_in_use = false or worker_id = NULL '
-    'frees the proxy completely; is_in_use = true without a worker is refused (23514).';
+    '(unless the statement set leased_until itself); on a held proxy, is_in_use = false or '
+    'worker_id = NULL frees it completely; taking a free proxy with only one of is_in_use and '
+    'worker_id is refused (23514).';

@@ -1,10 +1,12 @@
 -- A worker holds its proxy for its task. When the task stops being its task in processing
 -- (finished, failed, requeued by the heartbeat manager, reassigned or deleted), the proxy goes back
 -- to the pool in the same transaction, unless the worker still has another task in processing.
+-- SECURITY DEFINER: a heartbeat manager that may only write the task tables still frees proxies.
 
 CREATE OR REPLACE FUNCTION public.tg_tasks__release_proxy_on_task_exit()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN

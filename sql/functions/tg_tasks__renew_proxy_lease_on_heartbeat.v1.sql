@@ -1,28 +1,43 @@
 -- Workers already send task heartbeats; each one is also the renewal of the worker's proxy lease,
--- so no worker code has to change. The lease runs from the heartbeat's own time (never from later
--- than now), so a heartbeat_at written into the past renews nothing, and a dead worker's proxy is
--- free at the latest one lease after its last heartbeat. Renewing only once a tenth of the lease
--- has passed keeps a fleet that beats every second from rewriting its proxy rows every second.
+-- so no worker code has to change. A heartbeat counts when heartbeat_at moves forward (a value
+-- written into the past is not a sign of life); the lease then runs from the database's clock, not
+-- the client's, so a worker with a skewed clock is not cut off. Renewing only once a tenth of the
+-- lease has passed keeps a fleet that beats every second from rewriting its proxy rows every second.
+--
+-- A proxy row someone else has locked is skipped: the next heartbeat renews it. Waiting here would
+-- put the task row before the proxy row in this transaction's locks, the opposite of a worker that
+-- releases its proxy and then finishes its task, and the two could deadlock.
+-- SECURITY DEFINER: the fleet's roles need no rights on proxy_lease_settings.
 
 CREATE OR REPLACE FUNCTION public.tg_tasks__renew_proxy_lease_on_heartbeat()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v_lease interval := (SELECT s.lease_duration FROM public.proxy_lease_settings s);
-    v_until timestamptz := least(NEW.heartbeat_at, clock_timestamp()) + v_lease;
+    v_lease interval;
+    v_until timestamptz;
 BEGIN
+    IF NEW.heartbeat_at IS NULL OR NEW.heartbeat_at <= OLD.heartbeat_at THEN
+        RETURN NULL;
+    END IF;
+    v_lease := (SELECT s.lease_duration FROM public.proxy_lease_settings s);
+    v_until := clock_timestamp() + v_lease;
+
     UPDATE public.proxies p
        SET leased_until = v_until
-     WHERE p.worker_id = NEW.worker_id
-       AND p.is_in_use
-       AND p.leased_until < v_until - v_lease * 0.1;
+     WHERE p.id = ANY (ARRAY(SELECT h.id
+                               FROM public.proxies h
+                              WHERE h.worker_id = NEW.worker_id
+                                AND h.is_in_use
+                                AND h.leased_until < v_until - v_lease * 0.1
+                                FOR UPDATE SKIP LOCKED));
     RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION public.tg_tasks__renew_proxy_lease_on_heartbeat() IS
-    'Trigger on catalog_tasks and object_tasks: a heartbeat of a task in processing extends the lease '
-    'of its worker''s proxies to heartbeat_at + lease_duration (heartbeat_at capped at now), when that '
-    'moves the lease forward by more than a tenth of lease_duration.';
+    'Trigger on catalog_tasks and object_tasks: when the heartbeat_at of a task in processing moves '
+    'forward, the lease of its worker''s proxies is extended to now + lease_duration (skipped while '
+    'more than 90% of the lease is left, and for a proxy row another transaction has locked).';

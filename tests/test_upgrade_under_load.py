@@ -1,0 +1,89 @@
+"""An upgrade behind a long transaction fails fast and leaves the fleet's tables usable meanwhile."""
+
+import threading
+import time
+
+import pytest
+
+from tests.helpers import Database
+
+
+def wait_for_lock_wait(database: Database, query_prefix: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not database.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND query LIKE %s", ("%" + query_prefix + "%",)):
+        assert time.monotonic() < deadline, "the upgrade never waited for a lock"
+        time.sleep(0.02)
+
+
+def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_instructions(fresh_database):
+    database = fresh_database()
+    database.upgrade("0002_partial_indexes")
+    database.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128'), ('http://10.0.0.2:3128')")
+    database.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'w_1', now())")
+
+    outcome = []
+    with database.connect(autocommit=False) as long_transaction:
+        long_transaction.execute("UPDATE catalog_tasks SET heartbeat_at = now()")  # and never commits
+
+        def upgrade():
+            try:
+                database.upgrade(lock_timeout="3s")
+                outcome.append("upgraded")
+            except SystemExit as stop:
+                outcome.append(str(stop))
+
+        migration = threading.Thread(target=upgrade)
+        migration.start()
+        wait_for_lock_wait(database, "LOCK TABLE public.catalog_tasks")
+        # While the revision waits, workers still read, take and release proxies.
+        with database.connect() as worker:
+            worker.execute("SET statement_timeout = '500ms'")
+            worker.execute("UPDATE proxies SET is_in_use = true, worker_id = 'w_2' WHERE id = 2")
+            worker.execute("UPDATE proxies SET is_in_use = false, worker_id = NULL WHERE id = 2")
+            assert worker.execute("SELECT count(*) FROM proxies").fetchone()[0] == 2
+        migration.join(timeout=30)
+        long_transaction.rollback()
+
+    assert len(outcome) == 1 and outcome[0] != "upgraded"
+    assert "lock_timeout=3s" in outcome[0] and "changed nothing" in outcome[0] and "pg_stat_activity" in outcome[0]
+    assert database.one("SELECT version_num FROM alembic_version") == "0002_partial_indexes"
+    assert database.one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'proxies'::regclass "
+                        "AND attname = 'leased_until'") == 0
+
+    database.upgrade()
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+
+
+def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking_writes(fresh_database):
+    database = fresh_database()
+    database.upgrade("0001_fleet_schema")
+    database.run("INSERT INTO catalog_tasks (status, worker_id) VALUES ('processing', 'w_1'), ('processing', 'w_2')")
+    with database.connect(autocommit=False) as long_transaction:
+        long_transaction.execute("UPDATE catalog_tasks SET heartbeat_at = now() WHERE worker_id = 'w_1'")
+        migration = threading.Thread(target=database.upgrade, kwargs={"target": "0002_partial_indexes",
+                                                                      "lock_timeout": "1s"})
+        migration.start()
+        wait_for_lock_wait(database, "CREATE INDEX CONCURRENTLY")
+        time.sleep(1.5)  # longer than lock_timeout: CONCURRENTLY is exempt, since it blocks nobody
+        with database.connect() as worker:
+            worker.execute("SET statement_timeout = '500ms'")
+            worker.execute("UPDATE catalog_tasks SET heartbeat_at = now() WHERE worker_id = 'w_2'")
+        long_transaction.commit()
+        migration.join(timeout=30)
+    assert database.one("SELECT version_num FROM alembic_version") == "0002_partial_indexes"
+    assert database.one("SELECT bool_and(indisvalid) FROM pg_index WHERE indexrelid::regclass::text LIKE '%worker_idx'")
+
+
+def test_downgrading_the_baseline_refuses_to_drop_created_tables_that_hold_rows(fresh_database):
+    database = fresh_database()
+    database.upgrade()
+    database.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128')")
+    with pytest.raises(Exception, match="public.proxies holds rows") as failure:
+        database.downgrade("base")
+    assert failure.value.orig.diag.message_hint.startswith("To keep the table")
+    assert database.one("SELECT version_num FROM alembic_version") == "0001_fleet_schema"
+    database.run("UPDATE proxy_leases_adopted_tables SET created = false WHERE table_name = 'proxies'")
+    database.downgrade("base")
+    assert database.one("SELECT count(*) FROM proxies") == 1
+    assert database.one("SELECT to_regclass('catalog_tasks')") is None
