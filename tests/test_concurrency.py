@@ -144,6 +144,8 @@ def test_workers_sweeps_and_container_restarts_in_a_storm(pool):
     tasks += [guarded(sweeper), guarded(sweeper), guarded(restarts)]
     run_together(*tasks)
 
+    print(f"storm: {cycles[0]} take-task-heartbeat-finish cycles by 24 workers in 8 s, "
+          f"{len(violations)} violations, {len(errors)} errors")
     assert errors == []
     assert violations == []
     assert cycles[0] > 100, cycles
