@@ -37,7 +37,7 @@ def lock_timeout() -> str:
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
-(SQLSTATE 55P03): a transaction that has been open for a while holds proxies, catalog_tasks or \
+(SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, catalog_tasks or \
 object_tasks. That revision changed nothing; `alembic current` shows where the database is.
 Find the transaction:
   SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
@@ -63,14 +63,14 @@ def run_migrations_online() -> None:
     # Set at connection start-up: nothing may run on this connection before configure(), or
     # SQLAlchemy 2 opens a transaction and Alembic silently drops transaction_per_migration.
     engine = create_engine(database_url(), poolclass=pool.NullPool,
-                           connect_args={"options": f"-c lock_timeout={lock_timeout()}"})
+                           connect_args={"options": "-c lock_timeout=" + lock_timeout().replace(" ", "\\ ")})
     with engine.connect() as connection:
         context.configure(connection=connection, transaction_per_migration=True)
         try:
             with context.begin_transaction():
                 context.run_migrations()
         except exc.OperationalError as error:
-            if getattr(error.orig, "sqlstate", None) == "55P03":
+            if getattr(error.orig, "sqlstate", None) in ("55P03", "40P01"):
                 raise SystemExit(LOCK_TIMEOUT_HELP.format(timeout=lock_timeout())) from error
             raise
 

@@ -1,9 +1,6 @@
 -- Remove the lease: triggers, functions, the rule, the columns and the settings. Proxies held
--- now stay held (is_in_use, worker_id); only the lease around them goes. Locks first, in the
--- order the upgrade takes them (see 0003_lease_locks.sql).
-
-LOCK TABLE public.catalog_tasks, public.object_tasks IN SHARE ROW EXCLUSIVE MODE;
-LOCK TABLE public.proxies IN ACCESS EXCLUSIVE MODE;
+-- now stay held (is_in_use, worker_id); only the lease around them goes. The revision runs
+-- 0003_lease_locks.sql first.
 
 DROP TRIGGER renew_proxy_lease_on_heartbeat ON public.object_tasks;
 DROP TRIGGER release_proxy_on_task_delete ON public.object_tasks;

@@ -1,7 +1,32 @@
--- Take every lock this revision needs before changing anything, in the order the fleet's own
--- transactions take them (a task row, then its proxy row). While these wait, the revision holds
--- nothing on proxies; lock_timeout (see env.py) bounds the wait and fails the revision cleanly.
--- Once taken, the rest of the revision changes only the catalog and commits in milliseconds.
+-- Take every lock this revision (or its downgrade) needs before changing anything.
+--
+-- The fleet locks a task row then its proxy (the triggers) and also a proxy then its task (a worker
+-- that releases its proxy, then finishes its task): any fixed order can deadlock with one of them,
+-- and a lock request that waits makes every later writer of that table queue behind it. So the
+-- locks are taken together, in short attempts: an attempt that cannot have them all within 200 ms
+-- gives them all back and lets the fleet through, and the attempts go on until lock_timeout.
 
-LOCK TABLE public.catalog_tasks, public.object_tasks IN SHARE ROW EXCLUSIVE MODE;
-LOCK TABLE public.proxies IN ACCESS EXCLUSIVE MODE;
+DO $take_locks$
+DECLARE
+    v_budget   text := current_setting('lock_timeout');
+    v_deadline timestamptz := CASE WHEN v_budget IN ('0', '0ms') THEN 'infinity'
+                                   ELSE clock_timestamp() + v_budget::interval END;
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE public.catalog_tasks, public.object_tasks IN SHARE ROW EXCLUSIVE MODE;
+            LOCK TABLE public.proxies IN ACCESS EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_budget, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            IF clock_timestamp() >= v_deadline THEN
+                RAISE EXCEPTION 'could not lock proxies, catalog_tasks and object_tasks within lock_timeout %', v_budget
+                    USING ERRCODE = 'lock_not_available',
+                          HINT = 'A long transaction holds one of them; see pg_stat_activity, then retry.';
+            END IF;
+            PERFORM pg_sleep(0.05);
+        END;
+    END LOOP;
+END
+$take_locks$;

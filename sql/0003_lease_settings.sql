@@ -41,3 +41,6 @@ COMMENT ON FUNCTION public.tg_proxy_lease_settings__keep_the_row() IS
 CREATE TRIGGER keep_the_row
     BEFORE DELETE OR TRUNCATE ON public.proxy_lease_settings
     FOR EACH STATEMENT EXECUTE FUNCTION public.tg_proxy_lease_settings__keep_the_row();
+
+COMMENT ON TRIGGER keep_the_row ON public.proxy_lease_settings IS
+    'proxy-leases: the settings row can be updated, never deleted or truncated.';

@@ -168,3 +168,21 @@ def test_a_heartbeat_does_not_wait_for_a_worker_that_is_releasing_its_proxy(pool
         worker.execute("UPDATE catalog_tasks SET status = 'done'")
         worker.commit()
     assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False
+
+
+def test_the_release_trigger_does_not_deadlock_with_a_worker_releasing_then_finishing(pool):
+    """The second reviewer's case: worker releases proxy 1, the heartbeat manager requeues its task
+    (the trigger must not wait for proxy 1), then the worker finishes its task."""
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'w_1' WHERE id = 1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
+             "VALUES ('processing', 'w_1', now() - interval '10 minutes')")
+    with pool.connect(autocommit=False) as worker, pool.connect(autocommit=False) as manager:
+        worker.execute("UPDATE proxies SET is_in_use = false, worker_id = NULL WHERE id = 1 AND worker_id = 'w_1'")
+        manager.execute("SET lock_timeout = '200ms'")  # waiting for proxy 1 would be an error
+        manager.execute("UPDATE catalog_tasks SET status = 'pending', worker_id = NULL "
+                        "WHERE heartbeat_at < now() - interval '5 minutes'")
+        manager.commit()
+        worker.execute("SET lock_timeout = '2s'")
+        assert worker.execute("UPDATE catalog_tasks SET status = 'done' WHERE worker_id = 'w_1'").rowcount == 0
+        worker.commit()
+    assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False

@@ -153,3 +153,19 @@ def test_the_fleets_own_roles_need_no_rights_on_proxy_leases_objects(pool):
         assert pool.one("SELECT is_in_use FROM proxies WHERE id = 1") is False
     finally:
         pool.run("DROP OWNED BY fleet_worker, heartbeat_manager; DROP ROLE fleet_worker, heartbeat_manager")
+
+
+def test_no_other_role_may_attach_the_owner_run_trigger_functions(pool):
+    """SECURITY DEFINER functions attached to a table of one's own would run code as the owner."""
+    pool.run("CREATE ROLE outsider LOGIN")
+    try:
+        with pool.connect() as outsider:
+            outsider.execute("SET ROLE outsider")
+            outsider.execute("CREATE TEMP TABLE mine (status text, worker_id text, heartbeat_at timestamptz)")
+            for function in ("tg_tasks__release_proxy_on_task_exit", "tg_tasks__renew_proxy_lease_on_heartbeat",
+                             "tg_proxies__keep_lease_consistent"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    outsider.execute(f"CREATE TRIGGER t AFTER DELETE ON mine FOR EACH ROW "
+                                     f"EXECUTE FUNCTION public.{function}()")
+    finally:
+        pool.run("DROP ROLE outsider")

@@ -76,6 +76,12 @@ def test_every_public_object_is_documented(db):
          WHERE attrelid = 'proxies'::regclass AND attname IN ('leased_at', 'leased_until')
            AND col_description(attrelid, attnum) IS NULL
         UNION ALL
+        SELECT 'trigger ' || tgname FROM pg_trigger
+         WHERE NOT tgisinternal AND obj_description(oid, 'pg_trigger') IS NULL
+        UNION ALL
+        SELECT 'view ' || c.oid::regclass FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') IS NULL
+        UNION ALL
         SELECT 'constraint ' || conname FROM pg_constraint
          WHERE conname = 'proxies_lease_consistent' AND obj_description(oid, 'pg_constraint') IS NULL
     """)

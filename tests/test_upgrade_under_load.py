@@ -55,6 +55,27 @@ def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_ins
     assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
 
 
+def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(fresh_database):
+    """Proxy row, then task row: the opposite order to the triggers. The revision's short lock
+    attempts give way instead of deadlocking, and it goes in once the worker has committed."""
+    database = fresh_database()
+    database.upgrade("0002_partial_indexes")
+    database.run("INSERT INTO proxies (address, is_in_use, worker_id) VALUES ('http://10.0.0.1:3128', true, 'w_1')")
+    database.run("INSERT INTO catalog_tasks (status, worker_id) VALUES ('processing', 'w_1')")
+    outcome = []
+    with database.connect(autocommit=False) as worker:
+        worker.execute("UPDATE proxies SET is_in_use = false, worker_id = NULL WHERE worker_id = 'w_1'")
+        migration = threading.Thread(target=lambda: outcome.append(database.upgrade(lock_timeout="20s")))
+        migration.start()
+        wait_for_lock_wait(database, "LOCK TABLE public.catalog_tasks")
+        worker.execute("SET lock_timeout = '2s'")
+        worker.execute("UPDATE catalog_tasks SET status = 'done' WHERE worker_id = 'w_1'")
+        worker.commit()
+        migration.join(timeout=60)
+    assert outcome == [None]
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+
+
 def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking_writes(fresh_database):
     database = fresh_database()
     database.upgrade("0001_fleet_schema")

@@ -31,8 +31,9 @@ def upgrade() -> None:
         "functions/release_stuck_proxies.v1.sql",
         "functions/release_container_proxies.v1.sql",
         "0003_lease_triggers.sql",
+        "0003_lease_grants.sql",
     )
 
 
 def downgrade() -> None:
-    run_sql(op, "0003_lease.down.sql")
+    run_sql(op, "0003_lease_locks.sql", "0003_lease.down.sql")

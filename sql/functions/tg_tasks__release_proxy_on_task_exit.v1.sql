@@ -14,14 +14,17 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- Lock in id order, as every multi-row release does, so releases never deadlock each other.
+    -- A proxy row another transaction has locked is skipped, never waited for: that transaction is
+    -- changing it now (most often the worker releasing it), and waiting with this task row locked
+    -- could deadlock with a worker that releases its proxy, then finishes its task. If the row is
+    -- left held, the sweeper frees it once orphan_grace has passed.
     UPDATE public.proxies p
        SET is_in_use = false, worker_id = NULL
      WHERE p.id = ANY (ARRAY(SELECT h.id
                                FROM public.proxies h
                               WHERE h.worker_id = OLD.worker_id AND h.is_in_use
                               ORDER BY h.id
-                                FOR UPDATE));
+                                FOR UPDATE SKIP LOCKED));
 
     RETURN NULL;
 END
@@ -30,4 +33,5 @@ $$;
 COMMENT ON FUNCTION public.tg_tasks__release_proxy_on_task_exit() IS
     'Trigger on catalog_tasks and object_tasks: when a row leaves processing (status changes, '
     'worker_id changes or is cleared, or the row is deleted), frees the proxies of its old worker, '
-    'unless that worker still has another task in processing in either table.';
+    'unless that worker still has another task in processing in either table. A proxy row another '
+    'transaction has locked is left to it and to the sweeper.';
