@@ -1,6 +1,7 @@
 -- Bring the rows that existed before the lease under the consistency rule, then validate it.
--- This revision takes no lock that blocks the fleet's reads or writes for longer than a row:
--- the UPDATEs lock only the rows they change, and VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE.
+-- This revision takes no table lock that blocks the fleet's reads or writes: the UPDATEs lock only
+-- the rows they change (kept until the revision commits, after the validation scan), and
+-- VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE.
 
 -- Proxies held at upgrade time get a full lease from now: a live worker is not cut off. Those whose
 -- worker is already gone are freed by the first sweep once orphan_grace has passed.
