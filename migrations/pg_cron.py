@@ -1,4 +1,4 @@
-"""Schedule release_stuck_proxies() with pg_cron, from the database where pg_cron lives.
+"""Schedule proxy-leases' periodic work with pg_cron, from the database where pg_cron lives.
 
 pg_cron is created in one database per server (cron.database_name, usually postgres), often not the
 fleet's. The job is scheduled there with cron.schedule_in_database over a second connection, and is
@@ -17,7 +17,9 @@ from sqlalchemy import pool
 
 log = logging.getLogger("alembic.proxy_leases")
 
-JOB_COMMAND = "SELECT public.release_stuck_proxies()"
+# What the job runs: 0005_sweep_schedule's sweep, then 0009_maintenance_schedule's full maintenance.
+SWEEP_COMMAND = "SELECT public.release_stuck_proxies()"
+MAINTENANCE_COMMAND = "CALL public.run_lease_maintenance()"
 MODES = ("auto", "require", "off")
 
 
@@ -45,13 +47,13 @@ def default_schedule(extversion: str) -> str:
     return "10 seconds" if (major, minor) >= (1, 5) else "* * * * *"
 
 
-def unavailable(mode: str, message: str) -> None:
+def unavailable(mode: str, message: str, command: str) -> None:
     if mode == "require":
         raise PgCronUnavailable(message + " (cron=require was given, so the upgrade stops here)")
     log.warning(
-        "%s. Nothing will run release_stuck_proxies() by itself: schedule it from any scheduler "
+        "%s. Nothing will run %r by itself: schedule it from any scheduler "
         "(see README, 'Without pg_cron'), or pass -x cron=require to make this an error.",
-        message,
+        message, command,
     )
 
 
@@ -86,12 +88,17 @@ def _unschedule(cron: sa.Connection, name: str) -> int:
 
 
 def schedule_sweeper(op) -> None:
+    schedule_job(op, SWEEP_COMMAND)
+
+
+def schedule_job(op, command: str) -> None:
+    """Create or replace this database's job so that it runs `command`."""
     mode = cron_mode()
     if mode == "off":
-        log.info("cron=off: pg_cron left alone; run SELECT release_stuck_proxies() from your own scheduler")
+        log.info("cron=off: pg_cron left alone; run %r from your own scheduler", command)
         return
     if op.get_context().as_sql:
-        _print_offline_instructions(op, scheduling=True)
+        _print_offline_instructions(op, scheduling=True, command=command)
         return
 
     bind = op.get_bind()
@@ -99,10 +106,10 @@ def schedule_sweeper(op) -> None:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
         unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that "
-                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')")
+                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')", command)
         return
     if cron_db is None:
-        unavailable(mode, "pg_cron is not in shared_preload_libraries on this server")
+        unavailable(mode, "pg_cron is not in shared_preload_libraries on this server", command)
         return
 
     try:
@@ -118,14 +125,14 @@ def schedule_sweeper(op) -> None:
             _unschedule(cron, job_name(app_db))
             jobid = cron.execute(
                 sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :db)"),
-                {"name": job_name(app_db), "schedule": schedule, "command": JOB_COMMAND, "db": app_db},
+                {"name": job_name(app_db), "schedule": schedule, "command": command, "db": app_db},
             ).scalar()
     except sa.exc.DBAPIError as error:
-        unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip())
+        unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip(), command)
         return
     log.info(
         "pg_cron job %d %r in database %s runs %r in database %s on schedule %r",
-        jobid, job_name(app_db), cron_db, JOB_COMMAND, app_db, schedule,
+        jobid, job_name(app_db), cron_db, command, app_db, schedule,
     )
 
 
@@ -159,7 +166,7 @@ def unschedule_sweeper(op) -> None:
     log.info("removed %d pg_cron job(s) %r from database %s", removed, job_name(app_db), cron_db)
 
 
-def _print_offline_instructions(op, *, scheduling: bool) -> None:
+def _print_offline_instructions(op, *, scheduling: bool, command: str = SWEEP_COMMAND) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
     app_db = context.config.attributes.get("offline_database") or "<this database>"
     name = job_name(app_db)
@@ -170,7 +177,7 @@ def _print_offline_instructions(op, *, scheduling: bool) -> None:
             "pg_cron: this step needs the database named by cron.database_name (usually postgres).",
             "Run there, as the user that owns the fleet's tables:",
             f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '{name}';",
-            f"  SELECT cron.schedule_in_database('{name}', '{schedule}', '{JOB_COMMAND}', '{app_db}');",
+            f"  SELECT cron.schedule_in_database('{name}', '{schedule}', '{command}', '{app_db}');",
         ]
     else:
         lines = [

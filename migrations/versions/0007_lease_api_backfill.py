@@ -1,0 +1,22 @@
+"""Give the proxies held today a fencing token, then validate 0006's rules.
+
+Revision ID: 0007_lease_api_backfill
+Revises: 0006_lease_api
+"""
+
+from alembic import op
+
+from migrations.sql_files import run_sql
+
+revision = "0007_lease_api_backfill"
+down_revision = "0006_lease_api"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_sql(op, "0007_lease_api_backfill.sql")
+
+
+def downgrade() -> None:
+    run_sql(op, "0007_lease_api_backfill.down.sql")

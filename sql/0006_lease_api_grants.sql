@@ -1,0 +1,5 @@
+-- Trigger functions are not for calling (see 0003_lease_grants.sql). The API functions run with
+-- the caller's rights (SECURITY INVOKER): a role may acquire, renew or release a proxy exactly when
+-- it may update proxies, and requeue tasks exactly when it may update the task tables.
+
+REVOKE EXECUTE ON FUNCTION public.tg_proxies__announce_available() FROM PUBLIC;

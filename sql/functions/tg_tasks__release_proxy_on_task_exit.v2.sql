@@ -1,0 +1,44 @@
+-- A worker holds its proxy for its task. When the task stops being its task in processing
+-- (finished, failed, requeued, reassigned or deleted), the proxy goes back to the pool in the same
+-- transaction, unless the worker still has another task in processing.
+-- A task sent back to pending was not finished by its worker: someone (requeue_stale_tasks, the
+-- fleet's heartbeat manager) took it from a worker that stopped beating. That is a strike against
+-- the proxy; a task that ends done or failed releases cleanly. A worker that gives up a task on
+-- purpose releases its proxy first (release_proxy), and then no strike is counted.
+-- SECURITY DEFINER: a heartbeat manager that may only write the task tables still frees proxies.
+
+CREATE OR REPLACE FUNCTION public.tg_tasks__release_proxy_on_task_exit()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_strike integer := CASE WHEN TG_OP = 'UPDATE' AND NEW.status = 'pending' THEN 1 ELSE 0 END;
+BEGIN
+    IF public.worker_has_processing_task(OLD.worker_id) THEN
+        RETURN NULL;
+    END IF;
+
+    -- A proxy row another transaction has locked is skipped, never waited for: that transaction is
+    -- changing it now (most often the worker releasing it), and waiting with this task row locked
+    -- could deadlock with a worker that releases its proxy, then finishes its task. If the row is
+    -- left held, the sweeper frees it once orphan_grace has passed.
+    UPDATE public.proxies p
+       SET is_in_use = false, worker_id = NULL, strike_count = p.strike_count + v_strike
+     WHERE p.id = ANY (ARRAY(SELECT h.id
+                               FROM public.proxies h
+                              WHERE h.worker_id = OLD.worker_id AND h.is_in_use
+                              ORDER BY h.id
+                                FOR UPDATE SKIP LOCKED));
+
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION public.tg_tasks__release_proxy_on_task_exit() IS
+    'Trigger on catalog_tasks and object_tasks: when a row leaves processing (status changes, '
+    'worker_id changes or is cleared, or the row is deleted), frees the proxies of its old worker, '
+    'unless that worker still has another task in processing in either table. A task sent back to '
+    'pending adds a strike to the proxy. A proxy row another transaction has locked is left to it and '
+    'to the sweeper.';
