@@ -36,6 +36,8 @@ ALTER TABLE public.proxies
 
 DROP SEQUENCE public.proxy_lease_token_seq;
 
+REVOKE SELECT ON public.proxy_lease_settings FROM PUBLIC;
+
 ALTER TABLE public.proxy_lease_settings
     DROP COLUMN quarantine_after_strikes,
     DROP COLUMN heartbeat_timeout;

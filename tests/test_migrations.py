@@ -16,7 +16,19 @@ PUBLIC_FUNCTIONS = {
     "tg_tasks__release_proxy_on_task_exit",
     "tg_tasks__renew_proxy_lease_on_heartbeat",
     "tg_proxy_lease_settings__keep_the_row",
+    "tg_proxies__announce_available",
+    "proxy_address",
+    "acquire_proxy",
+    "renew_proxy_lease",
+    "release_proxy",
+    "block_proxy",
+    "unblock_proxy",
+    "unblock_cooled_down_proxies",
+    "requeue_stale_tasks",
+    "run_lease_maintenance",
 }
+
+HEAD = "0009_maintenance_schedule"
 
 CATALOG_QUERY = """
 SELECT 'function ' || p.oid::regprocedure || ': ' || md5(pg_get_functiondef(p.oid))
@@ -50,7 +62,7 @@ def test_upgrade_on_an_empty_database_creates_the_fleet_tables_and_everything_el
     database = fresh_database()
     database.upgrade(cron="off")
 
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD
     assert database.all("SELECT table_name, created FROM proxy_leases_adopted_tables ORDER BY 1") == [
         ("catalog_tasks", True), ("object_tasks", True), ("proxies", True)]
     functions = {row[0] for row in database.all(
@@ -68,12 +80,20 @@ def test_every_public_object_is_documented(db):
            AND c.relname <> 'alembic_version' AND obj_description(c.oid, 'pg_class') IS NULL
         UNION ALL
         SELECT 'index ' || i.indexrelid::regclass FROM pg_index i
-         WHERE (i.indexrelid::regclass::text LIKE '%processing_worker_idx'
-                OR i.indexrelid::regclass::text = 'proxies_held_worker_idx')
+         WHERE i.indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks')
+           AND NOT i.indisprimary AND NOT i.indisunique
            AND obj_description(i.indexrelid, 'pg_class') IS NULL
         UNION ALL
-        SELECT 'column proxies.' || attname FROM pg_attribute
-         WHERE attrelid = 'proxies'::regclass AND attname IN ('leased_at', 'leased_until')
+        SELECT 'sequence ' || c.oid::regclass FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S'
+           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+           AND obj_description(c.oid, 'pg_class') IS NULL
+        UNION ALL
+        SELECT 'column ' || attrelid::regclass || '.' || attname FROM pg_attribute
+         WHERE ((attrelid = 'proxies'::regclass
+                 AND attname IN ('leased_at', 'leased_until', 'lease_token', 'released_at', 'strike_count',
+                                 'blocked_at', 'blocked_until', 'blocked_reason'))
+             OR (attrelid = 'proxy_lease_settings'::regclass AND attnum > 0 AND NOT attisdropped))
            AND col_description(attrelid, attnum) IS NULL
         UNION ALL
         SELECT 'trigger ' || tgname FROM pg_trigger
@@ -83,7 +103,7 @@ def test_every_public_object_is_documented(db):
          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') IS NULL
         UNION ALL
         SELECT 'constraint ' || conname FROM pg_constraint
-         WHERE conname = 'proxies_lease_consistent' AND obj_description(oid, 'pg_constraint') IS NULL
+         WHERE conrelid = 'proxies'::regclass AND contype = 'c' AND obj_description(oid, 'pg_constraint') IS NULL
     """)
     assert undocumented == []
 
@@ -101,7 +121,9 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     assert catalog(database) == installed
 
 
-@pytest.mark.parametrize("step", ["0004_lease_backfill", "0003_lease", "0002_partial_indexes", "0001_fleet_schema"])
+@pytest.mark.parametrize("step", ["0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
+                                  "0005_sweep_schedule", "0004_lease_backfill", "0003_lease",
+                                  "0002_partial_indexes", "0001_fleet_schema"])
 def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):
     reference = fresh_database()
     reference.upgrade(step, cron="off")
@@ -115,8 +137,8 @@ def test_the_command_line_takes_a_plain_postgresql_url_from_database_url(fresh_d
     database = fresh_database()
     result = alembic_cli("upgrade", "head", env={"DATABASE_URL": database.url, "PROXY_LEASES_CRON": "off"})
     assert result.returncode == 0, result.stderr
-    assert "Running upgrade 0004_lease_backfill -> 0005_sweep_schedule" in result.stderr
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert "Running upgrade 0008_pool_indexes -> 0009_maintenance_schedule" in result.stderr
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD
 
 
 def test_the_command_line_without_a_database_says_what_to_set():
@@ -138,6 +160,8 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     # The step that needs the pg_cron database says exactly what to run there.
     assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
             f"'SELECT public.release_stuck_proxies()', '{offline.name}')") in script.stdout
+    assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
+            f"'CALL public.run_lease_maintenance()', '{offline.name}')") in script.stdout
 
     applied = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", offline.url],
@@ -145,13 +169,14 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     )
     assert applied.returncode == 0, applied.stderr
     assert catalog(offline) == catalog(online)
-    assert offline.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert offline.one("SELECT version_num FROM alembic_version") == HEAD
 
 
 def test_offline_downgrade_script_is_produced_too(fresh_database):
     database = fresh_database()
-    script = alembic_cli("downgrade", "0005_sweep_schedule:base", "--sql", env={"DATABASE_URL": database.url})
+    script = alembic_cli("downgrade", f"{HEAD}:base", "--sql", env={"DATABASE_URL": database.url})
     assert script.returncode == 0, script.stderr
+    assert "DROP FUNCTION public.acquire_proxy(text, interval);" in script.stdout
     assert "DROP FUNCTION public.release_stuck_proxies();" in script.stdout
     assert "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname" in script.stdout
 

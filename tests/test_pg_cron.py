@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from migrations.pg_cron import JOB_COMMAND, PgCronUnavailable, job_name
+from migrations.pg_cron import MAINTENANCE_COMMAND, PgCronUnavailable, job_name
 from tests.helpers import Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
@@ -22,7 +22,7 @@ def test_the_upgrade_schedules_the_sweeper_in_the_pg_cron_database(fresh_databas
     database = fresh_database()
     database.upgrade(cron="auto")
     assert jobs(pg_server, database.name) == [
-        (f"proxy_leases_sweep.{database.name}", "* * * * *", JOB_COMMAND, database.name)]
+        (f"proxy_leases_sweep.{database.name}", "* * * * *", MAINTENANCE_COMMAND, database.name)]
 
 
 def test_two_fleet_databases_on_one_server_get_a_job_each(fresh_database, pg_server):
@@ -46,7 +46,7 @@ def test_scheduling_again_replaces_the_job_even_one_pointing_at_another_database
     database.downgrade("0004_lease_backfill", cron="off")   # off: leaves pg_cron alone
     database.upgrade(cron="auto", cron_schedule="*/2 * * * *")
     assert jobs(pg_server, database.name) == [
-        (job_name(database.name), "*/2 * * * *", JOB_COMMAND, database.name)]
+        (job_name(database.name), "*/2 * * * *", MAINTENANCE_COMMAND, database.name)]
 
 
 def test_downgrade_to_base_unschedules(fresh_database, pg_server):
@@ -68,7 +68,7 @@ def test_without_pg_cron_the_upgrade_warns_and_succeeds(server_without_pg_cron, 
     database = Database(server_without_pg_cron.url("fleet"))
     with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
         database.upgrade(cron="auto")
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
     warning = " ".join(record.getMessage() for record in caplog.records)
     assert "pg_cron is not in shared_preload_libraries" in warning
     assert "README" in warning and "cron=require" in warning

@@ -52,7 +52,7 @@ def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_ins
                         "AND attname = 'leased_until'") == 0
 
     database.upgrade()
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
 
 
 def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(fresh_database):
@@ -73,7 +73,7 @@ def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(f
         worker.commit()
         migration.join(timeout=60)
     assert outcome == [None]
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
 
 
 def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking_writes(fresh_database):
