@@ -58,7 +58,7 @@ def test_taking_a_free_proxy_with_only_one_of_the_two_columns_is_refused_with_a_
     with pytest.raises(psycopg.errors.CheckViolation) as failure:
         pool.run(half_take)
     assert "only one of is_in_use and worker_id" in str(failure.value)
-    assert failure.value.diag.message_hint.startswith("Set both in one statement")
+    assert failure.value.diag.message_hint.startswith("Call acquire_proxy($1), or set both in one statement")
 
 
 def test_the_rule_holds_even_for_writes_that_bypass_triggers(pool):
