@@ -22,6 +22,7 @@ DROP FUNCTION public.release_proxy(bigint, bigint);
 DROP FUNCTION public.renew_proxy_lease(bigint, bigint, interval);
 DROP FUNCTION public.acquire_proxy(text, interval);
 DROP FUNCTION public.proxy_address(public.proxies);
+DROP FUNCTION public.tg_proxies__announce_inserted();
 DROP FUNCTION public.tg_proxies__announce_available();
 
 ALTER TABLE public.proxies

@@ -4,4 +4,5 @@
 -- tables. They read the lease settings, which hold nothing secret, so everyone may read those.
 
 REVOKE EXECUTE ON FUNCTION public.tg_proxies__announce_available() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION public.tg_proxies__announce_inserted() FROM PUBLIC;
 GRANT SELECT ON public.proxy_lease_settings TO PUBLIC;

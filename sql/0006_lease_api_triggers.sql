@@ -18,14 +18,15 @@ CREATE TRIGGER announce_proxy_available
 
 CREATE TRIGGER announce_proxy_inserted
     AFTER INSERT ON public.proxies
-    FOR EACH ROW
-    WHEN (NEW.is_in_use IS FALSE AND NEW.is_blocked IS NOT TRUE)
-    EXECUTE FUNCTION public.tg_proxies__announce_available();
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION public.tg_proxies__announce_inserted();
 
 COMMENT ON TRIGGER keep_lease_consistent ON public.proxies IS
     'proxy-leases: a new holder gets a lease and a fencing token; any release clears them; strikes, '
     'quarantine and block details are kept consistent (tg_proxies__keep_lease_consistent).';
 COMMENT ON TRIGGER announce_proxy_available ON public.proxies IS
-    'proxy-leases: NOTIFY proxy_available with the proxy id when it is released or unblocked.';
+    'proxy-leases: NOTIFY proxy_available with the proxy id when it is released or unblocked '
+    '(while fewer than 16 others are free).';
 COMMENT ON TRIGGER announce_proxy_inserted ON public.proxies IS
-    'proxy-leases: NOTIFY proxy_available with the proxy id when a free proxy is added to the pool.';
+    'proxy-leases: one NOTIFY proxy_available per INSERT that adds free proxies to the pool.';

@@ -17,6 +17,7 @@ PUBLIC_FUNCTIONS = {
     "tg_tasks__renew_proxy_lease_on_heartbeat",
     "tg_proxy_lease_settings__keep_the_row",
     "tg_proxies__announce_available",
+    "tg_proxies__announce_inserted",
     "proxy_address",
     "acquire_proxy",
     "renew_proxy_lease",

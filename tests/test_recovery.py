@@ -154,6 +154,23 @@ def test_a_worker_listening_on_proxy_available_hears_of_every_proxy_it_could_tak
         assert notifications(listener) == []                          # sent at commit, or never
 
 
+def test_a_pool_with_proxies_to_spare_announces_nothing_and_a_bulk_load_announces_once(pool):
+    """Notifying commits queue on one cluster-wide lock: nobody waits while 16 proxies are free."""
+    with pool.connect() as listener:
+        listener.execute("LISTEN proxy_available")
+        first = pool.one("WITH added AS (INSERT INTO proxies (address) SELECT 'http://10.1.0.' || n || ':3128' "
+                         "FROM generate_series(1, 1000) n RETURNING id) SELECT min(id) FROM added")
+        assert notifications(listener) == [("proxy_available", str(first))]
+        proxy_id, _, token, _ = acquire(pool, "c1_1")
+        assert pool.one("SELECT release_proxy(%s, %s)", (proxy_id, token))
+        assert notifications(listener) == []
+
+        pool.run("UPDATE proxies SET is_blocked = true WHERE id > 16")   # now 16 free, 15 besides any one
+        proxy_id, _, token, _ = acquire(pool, "c1_1")
+        assert pool.one("SELECT release_proxy(%s, %s)", (proxy_id, token))
+        assert notifications(listener) == [("proxy_available", str(proxy_id))]
+
+
 def test_the_maintenance_runs_every_step_even_when_one_fails_and_then_reports_it(pool):
     """A step that fails (here a rule of the fleet's own on catalog_tasks) neither undoes nor stops the others."""
     crash_while_processing(pool, "dead_1")

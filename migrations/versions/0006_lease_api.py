@@ -25,6 +25,7 @@ def upgrade() -> None:
         "functions/proxy_address.v1.sql",
         "functions/tg_proxies__keep_lease_consistent.v2.sql",
         "functions/tg_proxies__announce_available.v1.sql",
+        "functions/tg_proxies__announce_inserted.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v2.sql",
         "functions/release_stuck_proxies.v2.sql",
         "functions/release_container_proxies.v2.sql",
