@@ -229,3 +229,35 @@ def test_the_fleets_roles_may_use_the_api_with_the_rights_they_already_have(pool
             assert worker.execute("SELECT block_proxy(%s, %s, 'ban', '1 minute')", (proxy_id, token)).fetchone()[0]
     finally:
         pool.run("DROP OWNED BY api_worker; DROP ROLE api_worker")
+
+
+def test_a_task_heartbeat_does_not_bring_a_lease_that_ran_out_back_to_life(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c1_1', now())")
+    pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 second'")
+    assert pool.one("SELECT leased_until < clock_timestamp() FROM proxies WHERE id = %s", (proxy_id,)) is True
+    assert lease_error(pool, "SELECT renew_proxy_lease(%s, %s)", (proxy_id, token)).sqlstate == "LP001"
+    assert pool.one("SELECT reason FROM stuck_proxies") == "lease_expired"
+
+
+def test_a_proxy_blocked_while_held_is_not_renewed_and_its_release_keeps_the_strikes(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    pool.run("UPDATE proxies SET is_blocked = true, blocked_reason = 'operator: abuse report', strike_count = 2 "
+             "WHERE id = %s", (proxy_id,))
+    error = lease_error(pool, "SELECT renew_proxy_lease(%s, %s)", (proxy_id, token))
+    assert error.sqlstate == "LP001" and "abuse report" in error.diag.message_detail
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c1_1', now())")
+    pool.run("UPDATE proxies SET leased_until = clock_timestamp() + interval '10 seconds' WHERE id = %s", (proxy_id,))
+    pool.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 second'")
+    assert pool.one("SELECT leased_until < clock_timestamp() + interval '11 seconds' FROM proxies WHERE id = %s",
+                    (proxy_id,)) is True
+    assert pool.one("SELECT release_proxy(%s, %s)", (proxy_id, token)) is True
+    assert row(pool, proxy_id)[6:8] == (2, True)
+
+
+def test_a_grant_acquire_gives_back_because_its_lease_ran_out_counts_a_strike(pool):
+    proxy_id, _, _, _ = acquire(pool, "c1_1")
+    pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
+    assert acquire(pool, "c1_1")[0] != proxy_id
+    assert row(pool, proxy_id)[6] == 1

@@ -27,6 +27,7 @@ def upgrade() -> None:
         "functions/tg_proxies__announce_available.v1.sql",
         "functions/tg_proxies__announce_inserted.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v2.sql",
+        "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v2.sql",
         "functions/release_stuck_proxies.v2.sql",
         "functions/release_container_proxies.v2.sql",
         "functions/acquire_proxy.v1.sql",
@@ -49,6 +50,7 @@ def downgrade() -> None:
         "0006_lease_api.down.sql",
         "functions/tg_proxies__keep_lease_consistent.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v1.sql",
+        "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v1.sql",
         "functions/release_stuck_proxies.v1.sql",
         "functions/release_container_proxies.v1.sql",
     )

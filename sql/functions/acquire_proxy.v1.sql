@@ -36,9 +36,11 @@ BEGIN
 
     PERFORM pg_advisory_xact_lock(hashtext('proxy_leases.acquire_proxy'), hashtext(acquire_proxy.worker_id));
 
-    -- What this worker holds but may no longer use (lease run out, or blocked since) goes back first.
+    -- What this worker holds but may no longer use (lease run out, or blocked since) goes back first;
+    -- a lease that ran out is a strike, as if the sweep had freed it.
     UPDATE public.proxies p
-       SET is_in_use = false, worker_id = NULL
+       SET is_in_use = false, worker_id = NULL,
+           strike_count = p.strike_count + CASE WHEN p.leased_until <= clock_timestamp() THEN 1 ELSE 0 END
      WHERE p.worker_id = acquire_proxy.worker_id AND p.is_in_use
        AND (p.leased_until <= clock_timestamp() OR p.is_blocked IS TRUE);
 

@@ -1,6 +1,7 @@
 -- Fencing: only the current grant's token renews. A worker that was paused past its lease, swept,
 -- or replaced by a newer grant learns it here, with an error it cannot miss, and must stop using
--- the proxy. The lease is measured on the database's clock, not the worker's.
+-- the proxy. So does a worker whose proxy was blocked while it held it. The lease is measured on
+-- the database's clock, not the worker's.
 
 CREATE OR REPLACE FUNCTION public.renew_proxy_lease(proxy_id bigint, lease_token bigint, lease interval DEFAULT NULL)
 RETURNS timestamptz
@@ -28,6 +29,7 @@ BEGIN
      WHERE p.id = renew_proxy_lease.proxy_id
        AND p.lease_token = renew_proxy_lease.lease_token
        AND p.is_in_use
+       AND p.is_blocked IS NOT TRUE
        AND p.leased_until > v_now
     RETURNING p.leased_until INTO v_until;
 
@@ -41,7 +43,10 @@ BEGIN
               DETAIL = CASE
                   WHEN v_row.id IS NULL THEN 'There is no proxy with that id.'
                   WHEN v_row.lease_token IS NULL THEN 'The proxy is free: it was released or swept.'
-                  WHEN v_row.lease_token <> renew_proxy_lease.lease_token THEN 'The proxy is held under another token: it was granted again since.'
+                  WHEN v_row.lease_token <> renew_proxy_lease.lease_token
+                      THEN 'The proxy is held under another token: it was granted again since.'
+                  WHEN v_row.is_blocked
+                      THEN format('The proxy was blocked since: %s', coalesce(v_row.blocked_reason, 'no reason given'))
                   ELSE format('The lease ran out at %s.', v_row.leased_until)
               END,
               HINT = 'Stop using this proxy now and call acquire_proxy for another.';
@@ -50,5 +55,6 @@ $$;
 
 COMMENT ON FUNCTION public.renew_proxy_lease(bigint, bigint, interval) IS
     'Extends the grant (proxy_id, lease_token) to now + lease (NULL: lease_duration) and returns the new '
-    'leased_until. A token that no longer holds (lease run out, released, swept, granted again) renews '
-    'nothing and raises SQLSTATE LP001: stop using the proxy. NULL arguments or a lease <= 0 raise 22023.';
+    'leased_until. A token that no longer holds (lease run out, released, swept, granted again, proxy '
+    'blocked since) renews nothing and raises SQLSTATE LP001: stop using the proxy. NULL arguments or '
+    'a lease <= 0 raise 22023.';

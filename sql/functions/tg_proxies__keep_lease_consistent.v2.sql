@@ -4,7 +4,7 @@
 --       UPDATE proxies SET is_in_use = true, worker_id = $1 WHERE id = $2
 --     gets both without asking; while the same grant goes on, its token cannot be rewritten;
 --   * any release, however it is spelled, clears the lease and the token and stamps released_at;
---     a release that counts no strike is a clean one and clears the strikes;
+--     a release that counts no strike, of a proxy not blocked, is a clean one and clears the strikes;
 --   * strikes reaching quarantine_after_strikes block the proxy until unblock_proxy;
 --   * block details exist only while blocked.
 -- SECURITY DEFINER: the fleet's roles write proxies but need no rights on the settings or the sequence.
@@ -52,7 +52,7 @@ BEGIN
         NEW.lease_token := NULL;
         IF v_was_held THEN
             NEW.released_at := v_now;
-            IF NEW.strike_count IS NOT DISTINCT FROM OLD.strike_count THEN
+            IF NEW.strike_count IS NOT DISTINCT FROM OLD.strike_count AND NEW.is_blocked IS NOT TRUE THEN
                 NEW.strike_count := 0;
             END IF;
         END IF;
@@ -84,6 +84,6 @@ $$;
 COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + '
     'lease_duration (unless the statement set leased_until); on a held proxy, is_in_use = false or '
-    'worker_id = NULL frees it completely and stamps released_at, and a release that adds no strike '
-    'clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; '
+    'worker_id = NULL frees it completely and stamps released_at, and a release of an unblocked proxy '
+    'that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; '
     'taking a free proxy with only one of is_in_use and worker_id is refused (23514).';
