@@ -16,3 +16,14 @@ def test_sweep_at_scale_runs_and_frees_what_it_should():
     assert "61 proxies held, 16 of them stuck" in result.stdout
     for label in ("nothing to free", "16 stuck", "the report's query"):
         assert re.search(rf"{label}.*\d+\.\d+ ms", result.stdout), result.stdout
+
+
+def test_acquire_release_runs_and_its_invariants_hold():
+    result = subprocess.run(
+        [sys.executable, "bench/acquire_release.py", "--quick", "--seconds", "0.3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("  ok   ") == 4 and "FAIL" not in result.stdout
+    assert "Index Scan using proxies_free_rotation_idx" in result.stdout
+    assert re.search(r"^\s+16 \| 8 proxies\s+\|\s+[\d,]+ \|", result.stdout, re.M), result.stdout
