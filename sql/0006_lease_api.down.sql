@@ -1,6 +1,6 @@
 -- Back to 0005: the lease API, its columns and triggers go; the functions it redefined are put
 -- back by the revision from their v1 files after this. Held proxies stay held, with their lease;
--- blocked proxies stay blocked. The revision runs 0003_lease_locks.sql first.
+-- blocked proxies stay blocked. The revision runs 0006_lease_api_locks.sql first.
 
 DROP TRIGGER announce_proxy_inserted ON public.proxies;
 DROP TRIGGER announce_proxy_available ON public.proxies;

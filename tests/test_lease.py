@@ -41,7 +41,8 @@ def test_every_legacy_way_of_releasing_frees_the_proxy_completely(pool, release)
 
 
 def test_a_new_holder_gets_a_new_lease(pool):
-    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1', leased_until = now() + interval '1 second'"
+    """Once the old lease has run out (a live one cannot pass on: see test_lease_api)."""
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1', leased_until = now() - interval '1 second'"
              " WHERE id = 1")
     pool.run("UPDATE proxies SET worker_id = 'c0ffee_2' WHERE id = 1")
     in_use, worker, has_start, length = lease_of(pool, 1)

@@ -261,3 +261,26 @@ def test_a_grant_acquire_gives_back_because_its_lease_ran_out_counts_a_strike(po
     pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
     assert acquire(pool, "c1_1")[0] != proxy_id
     assert row(pool, proxy_id)[6] == 1
+
+
+def test_a_proxy_held_under_a_live_lease_cannot_pass_to_another_worker_without_a_release(pool):
+    proxy_id, _, token, _ = acquire(pool, "a_1")
+    with pytest.raises(psycopg.errors.ObjectInUse) as refused:
+        pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'legacy_7' WHERE id = %s", (proxy_id,))
+    assert "held by a_1 under a live lease" in str(refused.value)
+    assert "AND NOT is_in_use" in refused.value.diag.message_hint
+    assert row(pool, proxy_id)[:3] == (True, "a_1", token)
+    # Once the lease has run out the grant no longer holds, and the proxy may pass on.
+    pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
+    pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'legacy_7' WHERE id = %s", (proxy_id,))
+    assert row(pool, proxy_id)[1] == "legacy_7" and row(pool, proxy_id)[2] > token
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_acquire_refuses_a_snapshot_that_could_hide_the_workers_own_grant(pool, isolation):
+    with pool.connect(autocommit=False) as conn:
+        conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            conn.execute("SELECT * FROM acquire_proxy('c1_1')")
+    assert "READ COMMITTED" in str(refused.value) and refused.value.diag.message_hint
+    assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0

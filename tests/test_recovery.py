@@ -172,28 +172,58 @@ def test_a_pool_with_proxies_to_spare_announces_nothing_and_a_bulk_load_announce
 
 
 def test_the_maintenance_runs_every_step_even_when_one_fails_and_then_reports_it(pool):
-    """A step that fails (here a rule of the fleet's own on catalog_tasks) neither undoes nor stops the others."""
-    crash_while_processing(pool, "dead_1")
+    """A step that fails (here a rule of the fleet's own on proxies) neither undoes nor stops the others."""
+    (_, *_), task_id = crash_while_processing(pool, "dead_1")
     swept, *_ = acquire(pool, "gone_1")
     pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (swept,))
     pool.run("UPDATE proxies SET is_blocked = true, blocked_reason = 'x', blocked_until = now() WHERE id = 5")
     pool.run("""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
-                $$ BEGIN RAISE EXCEPTION 'tasks are frozen' USING ERRCODE = '55000'; END $$""")
-    pool.run("CREATE TRIGGER frozen BEFORE UPDATE ON catalog_tasks FOR EACH ROW EXECUTE FUNCTION refuse()")
+                $$ BEGIN RAISE EXCEPTION 'blocks are forever here' USING ERRCODE = '55000'; END $$""")
+    pool.run("CREATE TRIGGER forever BEFORE UPDATE OF is_blocked ON proxies FOR EACH ROW "
+             "WHEN (OLD.is_blocked AND NOT NEW.is_blocked) EXECUTE FUNCTION refuse()")
 
     with pool.connect() as conn:
         with pytest.raises(psycopg.Error) as failed:
             conn.execute("CALL run_lease_maintenance()")
     assert failed.value.sqlstate == "55000"
     assert "1 of 3 steps failed" in str(failed.value)
-    assert "requeue_stale_tasks(): tasks are frozen (SQLSTATE 55000)" in failed.value.diag.message_detail
+    assert ("unblock_cooled_down_proxies(): blocks are forever here (SQLSTATE 55000)"
+            in failed.value.diag.message_detail)
+    assert pool.one("SELECT status FROM catalog_tasks WHERE id = %s", (task_id,)) == "pending"
     assert pool.one("SELECT is_in_use FROM proxies WHERE id = %s", (swept,)) is False
-    assert pool.one("SELECT is_blocked FROM proxies WHERE id = 5") is False
-    assert pool.one("SELECT status FROM catalog_tasks") == "processing"
+    assert pool.one("SELECT is_blocked FROM proxies WHERE id = 5") is True
 
-    pool.run("DROP TRIGGER frozen ON catalog_tasks")
+    pool.run("DROP TRIGGER forever ON proxies")
     with pool.connect() as conn:
-        assert conn.execute("CALL run_lease_maintenance()").fetchone() == (1, 0, 0)
+        assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 1)
+
+
+def test_a_task_the_fleets_own_rules_refuse_to_requeue_does_not_hold_back_the_others(pool):
+    refused = [crash_while_processing(pool, f"dead_{n}")[1] for n in range(1, 4)][1]
+    object_task = crash_while_processing(pool, "dead_9", "object_tasks")[1]
+    pool.run(f"""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN IF NEW.id = {refused} THEN
+                        RAISE EXCEPTION 'task {refused} has no retries left' USING ERRCODE = '23514';
+                    END IF; RETURN NEW; END $$""")
+    pool.run("CREATE TRIGGER retries BEFORE UPDATE ON catalog_tasks FOR EACH ROW EXECUTE FUNCTION refuse()")
+    warnings = []
+    with pool.connect() as conn:
+        # A notice's fields can be read only inside the handler.
+        conn.add_notice_handler(lambda notice: warnings.append(
+            (notice.severity, notice.message_primary, notice.message_detail)))
+        assert conn.execute("SELECT requeue_stale_tasks()").fetchone()[0] == 3
+    assert pool.all("SELECT id, status FROM catalog_tasks ORDER BY id") == [
+        (refused - 1, "pending"), (refused, "processing"), (refused + 1, "pending")]
+    assert pool.one("SELECT status FROM object_tasks WHERE id = %s", (object_task,)) == "pending"
+    assert pool.one("SELECT worker_id FROM proxies WHERE is_in_use") == "dead_2"
+    assert warnings == [("WARNING", "requeue_stale_tasks: 1 stale task(s) could not be requeued",
+                         f"catalog_tasks {refused}: task {refused} has no retries left (SQLSTATE 23514)")]
+
+
+def test_a_task_handed_to_another_worker_is_a_strike_against_the_old_workers_proxy(pool):
+    (proxy_id, *_), task_id = crash_while_processing(pool, "dead_1")
+    pool.run("UPDATE catalog_tasks SET worker_id = 'live_1', heartbeat_at = now() WHERE id = %s", (task_id,))
+    assert pool.one("SELECT is_in_use, strike_count FROM proxies WHERE id = %s", (proxy_id,)) == (False, 1)
 
 
 def test_an_upgrade_from_the_foundation_gives_proxies_held_now_a_token_and_keeps_them_held(fresh_database):

@@ -1,7 +1,8 @@
 """The lease API: acquire, renew, release and block with fencing tokens; task recovery; quarantine; wake-ups.
 
-Catalog changes only (columns without a rewrite, rules NOT VALID), under the same short, retried
-locks as 0003_lease; the next revision gives held proxies a token and validates the rules.
+Catalog changes only (columns without a rewrite, rules NOT VALID), under short, retried locks as
+in 0003_lease, the settings table included; the next revision gives held proxies a token and
+validates the rules.
 
 Revision ID: 0006_lease_api
 Revises: 0005_sweep_schedule
@@ -20,7 +21,7 @@ depends_on = None
 def upgrade() -> None:
     run_sql(
         op,
-        "0003_lease_locks.sql",
+        "0006_lease_api_locks.sql",
         "0006_lease_api_columns.sql",
         "functions/proxy_address.v1.sql",
         "functions/tg_proxies__keep_lease_consistent.v2.sql",
@@ -46,7 +47,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     run_sql(
         op,
-        "0003_lease_locks.sql",
+        "0006_lease_api_locks.sql",
         "0006_lease_api.down.sql",
         "functions/tg_proxies__keep_lease_consistent.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v1.sql",

@@ -1,4 +1,4 @@
-"""Give the proxies held today a fencing token, then validate 0006's rules.
+"""Give the proxies held today a fencing token, commit, then validate 0006's rules.
 
 Revision ID: 0007_lease_api_backfill
 Revises: 0006_lease_api
@@ -6,7 +6,7 @@ Revises: 0006_lease_api
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from migrations.sql_files import run_sql, run_sql_outside_transaction
 
 revision = "0007_lease_api_backfill"
 down_revision = "0006_lease_api"
@@ -16,6 +16,7 @@ depends_on = None
 
 def upgrade() -> None:
     run_sql(op, "0007_lease_api_backfill.sql")
+    run_sql_outside_transaction(op, "0007_lease_api_validate.sql")
 
 
 def downgrade() -> None:

@@ -33,6 +33,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
     END IF;
+    -- Under a snapshot older than the advisory lock, a second call for the same worker would not
+    -- see the first one's grant and would take a second proxy.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'acquire_proxy needs READ COMMITTED, not %', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Call it in autocommit mode or in a READ COMMITTED transaction.';
+    END IF;
 
     PERFORM pg_advisory_xact_lock(hashtext('proxy_leases.acquire_proxy'), hashtext(acquire_proxy.worker_id));
 
@@ -78,4 +85,5 @@ COMMENT ON FUNCTION public.acquire_proxy(text, interval) IS
     '(proxy_id, address, lease_token, leased_until); no row when none is free (LISTEN proxy_available). '
     'A worker that already holds a proxy gets that grant back, renewed, with the same token. Hands out '
     'the proxy free for the longest first. Concurrent callers never wait for each other and never get '
-    'the same proxy. Malformed worker_id or a lease <= 0 raise 22023.';
+    'the same proxy. Malformed worker_id or a lease <= 0 raise 22023; any isolation level but READ '
+    'COMMITTED raises 0A000.';

@@ -5,6 +5,10 @@
 -- A task in processing with heartbeat_at NULL counts as stale: set heartbeat_at when you claim a
 -- task. Rows another transaction has locked are skipped (a heartbeat in flight is a sign of life);
 -- the next run sees them. Task rows are locked first, proxy rows after, never waited for.
+--
+-- Both tables are requeued by one statement each. If the fleet's own rules (a trigger, a CHECK)
+-- refuse one row, that statement is retried row by row, so the refused rows stay in processing,
+-- named in a WARNING, and every other stale task is still requeued.
 
 CREATE OR REPLACE FUNCTION public.requeue_stale_tasks(heartbeat_timeout interval DEFAULT NULL)
 RETURNS integer
@@ -12,11 +16,31 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_timeout interval := coalesce(requeue_stale_tasks.heartbeat_timeout,
-                                   (SELECT s.heartbeat_timeout FROM public.proxy_lease_settings s));
-    v_cutoff  timestamptz;
-    v_catalog integer;
-    v_object  integer;
+    -- The task tables share the contract, so one statement serves both; $2 narrows it to one task.
+    c_requeue  constant text := $sql$
+        UPDATE public.%1$I t
+           SET status = 'pending', worker_id = NULL
+         WHERE t.id = ANY (ARRAY(SELECT s.id
+                                   FROM public.%1$I s
+                                  WHERE s.status = 'processing'
+                                    AND (s.heartbeat_at < $1 OR s.heartbeat_at IS NULL)
+                                    AND ($2 IS NULL OR s.id = $2)
+                                  ORDER BY s.id
+                                    FOR UPDATE SKIP LOCKED))$sql$;
+    c_stale    constant text := $sql$
+        SELECT s.id FROM public.%1$I s
+         WHERE s.status = 'processing' AND (s.heartbeat_at < $1 OR s.heartbeat_at IS NULL)
+         ORDER BY s.id$sql$;
+    v_timeout  interval := coalesce(requeue_stale_tasks.heartbeat_timeout,
+                                    (SELECT s.heartbeat_timeout FROM public.proxy_lease_settings s));
+    v_cutoff   timestamptz;
+    v_table    text;
+    v_task     bigint;
+    v_count    integer;
+    v_requeued integer := 0;
+    v_refused  text[] := '{}';
+    v_state    text;
+    v_message  text;
 BEGIN
     IF v_timeout <= interval '0' THEN
         RAISE EXCEPTION 'heartbeat_timeout must be positive, got %', v_timeout
@@ -25,27 +49,31 @@ BEGIN
     END IF;
     v_cutoff := clock_timestamp() - v_timeout;
 
-    UPDATE public.catalog_tasks t
-       SET status = 'pending', worker_id = NULL
-     WHERE t.id = ANY (ARRAY(SELECT c.id
-                               FROM public.catalog_tasks c
-                              WHERE c.status = 'processing'
-                                AND (c.heartbeat_at < v_cutoff OR c.heartbeat_at IS NULL)
-                              ORDER BY c.id
-                                FOR UPDATE SKIP LOCKED));
-    GET DIAGNOSTICS v_catalog = ROW_COUNT;
+    FOREACH v_table IN ARRAY ARRAY['catalog_tasks', 'object_tasks'] LOOP
+        BEGIN
+            EXECUTE format(c_requeue, v_table) USING v_cutoff, NULL::bigint;
+            GET DIAGNOSTICS v_count = ROW_COUNT;
+            v_requeued := v_requeued + v_count;
+        EXCEPTION WHEN OTHERS THEN
+            FOR v_task IN EXECUTE format(c_stale, v_table) USING v_cutoff LOOP
+                BEGIN
+                    EXECUTE format(c_requeue, v_table) USING v_cutoff, v_task;
+                    GET DIAGNOSTICS v_count = ROW_COUNT;
+                    v_requeued := v_requeued + v_count;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+                    v_refused := v_refused || format('%s %s: %s (SQLSTATE %s)', v_table, v_task, v_message, v_state);
+                END;
+            END LOOP;
+        END;
+    END LOOP;
 
-    UPDATE public.object_tasks t
-       SET status = 'pending', worker_id = NULL
-     WHERE t.id = ANY (ARRAY(SELECT o.id
-                               FROM public.object_tasks o
-                              WHERE o.status = 'processing'
-                                AND (o.heartbeat_at < v_cutoff OR o.heartbeat_at IS NULL)
-                              ORDER BY o.id
-                                FOR UPDATE SKIP LOCKED));
-    GET DIAGNOSTICS v_object = ROW_COUNT;
-
-    RETURN v_catalog + v_object;
+    IF cardinality(v_refused) > 0 THEN
+        RAISE WARNING 'requeue_stale_tasks: % stale task(s) could not be requeued', cardinality(v_refused)
+            USING DETAIL = array_to_string(v_refused, E'\n'),
+                  HINT = 'The fleet''s own rules refused them; they stay in processing until those rules allow it.';
+    END IF;
+    RETURN v_requeued;
 END
 $$;
 
@@ -53,4 +81,5 @@ COMMENT ON FUNCTION public.requeue_stale_tasks(interval) IS
     'Moves tasks in processing whose heartbeat_at is older than heartbeat_timeout (NULL: the setting), '
     'or NULL, back to pending with worker_id NULL, in catalog_tasks and object_tasks, and returns how '
     'many. The release trigger frees their workers'' proxies (a strike each). Never waits on a locked '
-    'row. Run by run_lease_maintenance. A timeout <= 0 raises 22023.';
+    'row. A row the fleet''s own rules refuse stays in processing, named in a WARNING; the others are '
+    'still requeued. Run by run_lease_maintenance. A timeout <= 0 raises 22023.';

@@ -3,6 +3,8 @@
 --   * a new holder gets a lease and a new fencing token; the legacy
 --       UPDATE proxies SET is_in_use = true, worker_id = $1 WHERE id = $2
 --     gets both without asking; while the same grant goes on, its token cannot be rewritten;
+--   * a proxy held under a live lease cannot pass to another worker without a release in between:
+--     two workers would scrape through it, and the first would not know;
 --   * any release, however it is spelled, clears the lease and the token and stamps released_at;
 --     a release that counts no strike, of a proxy not blocked, is a clean one and clears the strikes;
 --   * strikes reaching quarantine_after_strikes block the proxy until unblock_proxy;
@@ -23,6 +25,14 @@ DECLARE
 BEGIN
     IF NEW.is_in_use IS TRUE AND NEW.worker_id IS NOT NULL THEN
         IF NOT v_was_held OR NEW.worker_id IS DISTINCT FROM OLD.worker_id THEN
+            IF v_was_held AND OLD.leased_until > v_now THEN
+                RAISE EXCEPTION 'proxy % is held by % under a live lease; % cannot take it', NEW.id, OLD.worker_id,
+                                NEW.worker_id
+                    USING ERRCODE = 'object_in_use',
+                          DETAIL = format('The lease runs until %s.', OLD.leased_until),
+                          HINT = 'Take only free proxies: call acquire_proxy($1), or add AND NOT is_in_use to the '
+                                 'UPDATE that takes one. Release a proxy before giving it to another worker.';
+            END IF;
             NEW.lease_token := nextval('public.proxy_lease_token_seq');
             NEW.leased_at := v_now;
             -- A lease end carried over from the previous holder is not one the caller chose.
@@ -86,4 +96,5 @@ COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'lease_duration (unless the statement set leased_until); on a held proxy, is_in_use = false or '
     'worker_id = NULL frees it completely and stamps released_at, and a release of an unblocked proxy '
     'that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; '
-    'taking a free proxy with only one of is_in_use and worker_id is refused (23514).';
+    'taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a '
+    'proxy held under a live lease to another worker (55006).';

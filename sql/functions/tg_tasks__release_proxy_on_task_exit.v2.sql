@@ -1,9 +1,10 @@
 -- A worker holds its proxy for its task. When the task stops being its task in processing
 -- (finished, failed, requeued, reassigned or deleted), the proxy goes back to the pool in the same
 -- transaction, unless the worker still has another task in processing.
--- A task sent back to pending was not finished by its worker: someone (requeue_stale_tasks, the
--- fleet's heartbeat manager) took it from a worker that stopped beating. That is a strike against
--- the proxy; a task that ends done or failed releases cleanly. A worker that gives up a task on
+-- A task sent back to pending, or handed to another worker while in processing, was not finished
+-- by its worker: someone (requeue_stale_tasks, the fleet's heartbeat manager) took it from a worker
+-- that stopped beating. That is a strike against the proxy; a task that ends done or failed
+-- releases cleanly. A worker that gives up a task on
 -- purpose releases its proxy first (release_proxy), and then no strike is counted.
 -- SECURITY DEFINER: a heartbeat manager that may only write the task tables still frees proxies.
 
@@ -14,7 +15,8 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v_strike integer := CASE WHEN TG_OP = 'UPDATE' AND NEW.status = 'pending' THEN 1 ELSE 0 END;
+    -- Still in processing here means another worker has it now.
+    v_strike integer := CASE WHEN TG_OP = 'UPDATE' AND NEW.status IN ('pending', 'processing') THEN 1 ELSE 0 END;
 BEGIN
     IF public.worker_has_processing_task(OLD.worker_id) THEN
         RETURN NULL;
@@ -40,5 +42,5 @@ COMMENT ON FUNCTION public.tg_tasks__release_proxy_on_task_exit() IS
     'Trigger on catalog_tasks and object_tasks: when a row leaves processing (status changes, '
     'worker_id changes or is cleared, or the row is deleted), frees the proxies of its old worker, '
     'unless that worker still has another task in processing in either table. A task sent back to '
-    'pending adds a strike to the proxy. A proxy row another transaction has locked is left to it and '
-    'to the sweeper.';
+    'pending or handed to another worker adds a strike to the proxy. A proxy row another transaction '
+    'has locked is left to it and to the sweeper.';
