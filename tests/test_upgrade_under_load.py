@@ -108,3 +108,39 @@ def test_downgrading_the_baseline_refuses_to_drop_created_tables_that_hold_rows(
     database.downgrade("base")
     assert database.one("SELECT count(*) FROM proxies") == 1
     assert database.one("SELECT to_regclass('catalog_tasks')") is None
+
+
+def test_the_lease_api_revision_waits_for_a_settings_reader_without_holding_up_the_fleet(fresh_database):
+    """0006 alters proxy_lease_settings, which any open transaction that read it holds a lock on:
+    that lock is taken in the same short, retried attempts as the fleet's tables."""
+    database = fresh_database()
+    database.upgrade("0005_sweep_schedule")
+    database.run("INSERT INTO proxies (address, is_in_use, worker_id) VALUES ('http://10.0.0.1:3128', true, 'w_1')")
+    database.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'w_1', now())")
+
+    outcome = []
+    with database.connect(autocommit=False) as dashboard:
+        dashboard.execute("SELECT lease_duration FROM proxy_lease_settings")  # and stays open
+
+        def upgrade():
+            try:
+                database.upgrade(lock_timeout="3s")
+                outcome.append("upgraded")
+            except SystemExit as stop:
+                outcome.append(str(stop))
+
+        migration = threading.Thread(target=upgrade)
+        migration.start()
+        wait_for_lock_wait(database, "proxy_lease_settings too, which this revision alters")  # 0006_lease_api_locks.sql
+        with database.connect() as worker:
+            worker.execute("SET statement_timeout = '1s'")
+            for _ in range(5):  # heartbeats, which renew the lease, keep going through the attempts
+                worker.execute("UPDATE catalog_tasks SET heartbeat_at = clock_timestamp()")
+                time.sleep(0.1)
+        migration.join(timeout=30)
+        dashboard.rollback()
+
+    assert len(outcome) == 1 and "lock_timeout=3s" in outcome[0] and "changed nothing" in outcome[0]
+    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    database.upgrade()
+    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
