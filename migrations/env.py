@@ -37,12 +37,14 @@ def lock_timeout() -> str:
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
-(SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, catalog_tasks or \
-object_tasks. That revision changed nothing; `alembic current` shows where the database is.
+(SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, \
+proxy_lease_settings, catalog_tasks or object_tasks. Most revisions run in one transaction and changed \
+nothing; 0007_lease_api_backfill commits its tokens before validating, and they are kept. Every step \
+is safe to run again, and `alembic current` shows where the database is.
 Find the transaction:
   SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
    WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
-then run the upgrade again when it has ended, or give it longer with -x lock_timeout=30s."""
+then run the same command again when it has ended, or give it longer with -x lock_timeout=30s."""
 
 
 def run_migrations_offline() -> None:

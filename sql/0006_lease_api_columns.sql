@@ -5,9 +5,15 @@
 
 CREATE SEQUENCE public.proxy_lease_token_seq AS bigint;
 
+-- Tokens start at the microseconds since 1970: a downgrade drops the sequence, and a later upgrade
+-- must not hand out again a token a worker may still hold from before. It would take more than a
+-- million grants a second for the old tokens to catch up with the clock.
+SELECT setval('public.proxy_lease_token_seq', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+
 COMMENT ON SEQUENCE public.proxy_lease_token_seq IS
     'proxy-leases: fencing tokens. Every grant of a proxy takes the next value, so a later grant of the '
-    'same proxy always carries a larger token than any earlier one.';
+    'same proxy always carries a larger token than any earlier one. Starts at the install time in '
+    'microseconds, so tokens keep growing across a downgrade and a new upgrade.';
 
 ALTER TABLE public.proxies
     ADD COLUMN lease_token    bigint,

@@ -274,6 +274,7 @@ def test_a_proxy_held_under_a_live_lease_cannot_pass_to_another_worker_without_a
     pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
     pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'legacy_7' WHERE id = %s", (proxy_id,))
     assert row(pool, proxy_id)[1] == "legacy_7" and row(pool, proxy_id)[2] > token
+    assert row(pool, proxy_id)[6] == 1   # taken from a holder whose lease ran out: a reclaim, a strike
 
 
 @pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])

@@ -220,6 +220,24 @@ def test_a_task_the_fleets_own_rules_refuse_to_requeue_does_not_hold_back_the_ot
                          f"catalog_tasks {refused}: task {refused} has no retries left (SQLSTATE 23514)")]
 
 
+def test_a_large_backlog_with_refused_rows_is_requeued_in_batches_and_the_warning_stays_short(pool):
+    pool.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
+             "SELECT 'processing', 'gone_' || n, now() - interval '1 hour' FROM generate_series(1, 250) n")
+    pool.run("""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN IF NEW.id % 10 = 0 THEN RAISE EXCEPTION 'no retries left' USING ERRCODE = '23514'; END IF;
+                   RETURN NEW; END $$""")
+    pool.run("CREATE TRIGGER retries BEFORE UPDATE ON catalog_tasks FOR EACH ROW EXECUTE FUNCTION refuse()")
+    details = []
+    with pool.connect() as conn:
+        conn.add_notice_handler(lambda notice: details.append(notice.message_detail))
+        assert conn.execute("SELECT requeue_stale_tasks()").fetchone()[0] == 225
+    assert pool.one("SELECT count(*) FROM catalog_tasks WHERE status = 'processing' AND id % 10 = 0") == 25
+    assert pool.one("SELECT count(*) FROM catalog_tasks WHERE status = 'pending'") == 225
+    [detail] = details
+    lines = detail.splitlines()
+    assert len(lines) == 21 and lines[0].startswith("catalog_tasks 10: no retries left") and lines[-1] == "(and 5 more)"
+
+
 def test_a_task_handed_to_another_worker_is_a_strike_against_the_old_workers_proxy(pool):
     (proxy_id, *_), task_id = crash_while_processing(pool, "dead_1")
     pool.run("UPDATE catalog_tasks SET worker_id = 'live_1', heartbeat_at = now() WHERE id = %s", (task_id,))
@@ -242,3 +260,16 @@ def test_an_upgrade_from_the_foundation_gives_proxies_held_now_a_token_and_keeps
                         "AND contype = 'c'") is True
     # The worker that took proxy 1 the old way can now use it through the API too, with its token.
     assert acquire(database, "c1_1")[:3:2] == (1, tokens[0][0])
+
+
+def test_tokens_keep_growing_across_a_downgrade_and_a_new_upgrade(fresh_database):
+    """A worker may still hold a token from before a rollback: no later grant may carry it again."""
+    database = fresh_database()
+    database.upgrade()
+    database.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128')")
+    old_token = acquire(database, "c1_1")[2]
+    database.downgrade("0005_sweep_schedule")
+    database.upgrade()
+    assert database.one("SELECT lease_token FROM proxies WHERE id = 1") > old_token   # the backfill's
+    database.run("UPDATE proxies SET is_in_use = false WHERE id = 1")
+    assert acquire(database, "c2_1")[2] > old_token

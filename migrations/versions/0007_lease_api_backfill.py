@@ -20,4 +20,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_sql(op, "0007_lease_api_backfill.down.sql")
+    # Dropping and adding a rule takes ACCESS EXCLUSIVE on proxies: in short attempts, as 0006 does.
+    run_sql(op, "0006_lease_api_locks.sql", "0007_lease_api_backfill.down.sql")

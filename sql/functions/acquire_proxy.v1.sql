@@ -24,7 +24,7 @@ BEGIN
         RAISE EXCEPTION 'malformed worker_id %', coalesce(quote_literal(left(acquire_proxy.worker_id, 200)), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A worker id is <container_id>_<n>: 1 to 128 letters, digits, ".", ":" or "-", '
-                           'then "_" and a number.',
+                           'starting with a letter or digit, then "_" and a number.',
                   HINT = 'release_container_proxies(container_id) frees a container''s proxies by that prefix, '
                          'so every worker id must have it.';
     END IF;
@@ -38,7 +38,8 @@ BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'acquire_proxy needs READ COMMITTED, not %', upper(current_setting('transaction_isolation'))
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Call it in autocommit mode or in a READ COMMITTED transaction.';
+                  HINT = 'Run SET TRANSACTION ISOLATION LEVEL READ COMMITTED first, or call it in autocommit '
+                         'mode where default_transaction_isolation is read committed.';
     END IF;
 
     PERFORM pg_advisory_xact_lock(hashtext('proxy_leases.acquire_proxy'), hashtext(acquire_proxy.worker_id));

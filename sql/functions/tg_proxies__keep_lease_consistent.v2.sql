@@ -33,6 +33,10 @@ BEGIN
                           HINT = 'Take only free proxies: call acquire_proxy($1), or add AND NOT is_in_use to the '
                                  'UPDATE that takes one. Release a proxy before giving it to another worker.';
             END IF;
+            -- Taken over from a holder whose lease ran out: a reclaim from a dead worker, as in a sweep.
+            IF v_was_held AND NEW.strike_count IS NOT DISTINCT FROM OLD.strike_count THEN
+                NEW.strike_count := OLD.strike_count + 1;
+            END IF;
             NEW.lease_token := nextval('public.proxy_lease_token_seq');
             NEW.leased_at := v_now;
             -- A lease end carried over from the previous holder is not one the caller chose.
