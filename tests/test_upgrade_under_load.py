@@ -16,6 +16,20 @@ def wait_for_lock_wait(database: Database, query_prefix: str, timeout: float = 1
         time.sleep(0.02)
 
 
+def upgrade_in_background(database: Database, outcome: list, **x: str) -> threading.Thread:
+    """`upgrade head` in a thread; `outcome` gets "upgraded" or the message it stopped with."""
+    def upgrade():
+        try:
+            database.upgrade(**x)
+            outcome.append("upgraded")
+        except SystemExit as stop:
+            outcome.append(str(stop))
+
+    migration = threading.Thread(target=upgrade)
+    migration.start()
+    return migration
+
+
 def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_instructions(fresh_database):
     database = fresh_database()
     database.upgrade("0002_partial_indexes")
@@ -25,16 +39,7 @@ def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_ins
     outcome = []
     with database.connect(autocommit=False) as long_transaction:
         long_transaction.execute("UPDATE catalog_tasks SET heartbeat_at = now()")  # and never commits
-
-        def upgrade():
-            try:
-                database.upgrade(lock_timeout="3s")
-                outcome.append("upgraded")
-            except SystemExit as stop:
-                outcome.append(str(stop))
-
-        migration = threading.Thread(target=upgrade)
-        migration.start()
+        migration = upgrade_in_background(database, outcome, lock_timeout="3s")
         wait_for_lock_wait(database, "LOCK TABLE public.catalog_tasks")
         # While the revision waits, workers still read, take and release proxies.
         with database.connect() as worker:
@@ -121,16 +126,7 @@ def test_the_lease_api_revision_waits_for_a_settings_reader_without_holding_up_t
     outcome = []
     with database.connect(autocommit=False) as dashboard:
         dashboard.execute("SELECT lease_duration FROM proxy_lease_settings")  # and stays open
-
-        def upgrade():
-            try:
-                database.upgrade(lock_timeout="3s")
-                outcome.append("upgraded")
-            except SystemExit as stop:
-                outcome.append(str(stop))
-
-        migration = threading.Thread(target=upgrade)
-        migration.start()
+        migration = upgrade_in_background(database, outcome, lock_timeout="3s")
         wait_for_lock_wait(database, "proxy_lease_settings too, which this revision alters")  # 0006_lease_api_locks.sql
         with database.connect() as worker:
             worker.execute("SET statement_timeout = '1s'")
