@@ -91,6 +91,11 @@ def pool_figures(database: Database) -> tuple[int, int, int, int]:
     return tuple(database.one(POOL_FIGURES))
 
 
+def acquire(database: Database, worker: str, lease: str | None = None) -> tuple | None:
+    """acquire_proxy(worker, lease): (proxy_id, address, lease_token, leased_until), or None."""
+    return database.one("SELECT * FROM acquire_proxy(%s, %s)", (worker, lease))
+
+
 def past_the_grace(database: Database) -> None:
     """Move every grant back past orphan_grace, instead of sleeping through it."""
     database.run("UPDATE proxies SET leased_at = leased_at - (SELECT orphan_grace FROM proxy_lease_settings)"

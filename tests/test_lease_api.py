@@ -5,15 +5,13 @@ import threading
 import psycopg
 import pytest
 
+from tests.helpers import acquire
+
 
 @pytest.fixture
 def pool(db):
     db.run("INSERT INTO proxies (address) SELECT 'http://10.0.0.' || n || ':3128' FROM generate_series(1, 5) n")
     return db
-
-
-def acquire(database, worker, lease=None):
-    return database.one("SELECT * FROM acquire_proxy(%s, %s)", (worker, lease))
 
 
 def row(database, proxy_id):

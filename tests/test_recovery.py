@@ -3,15 +3,13 @@
 import psycopg
 import pytest
 
+from tests.helpers import acquire
+
 
 @pytest.fixture
 def pool(db):
     db.run("INSERT INTO proxies (address) SELECT 'http://10.0.0.' || n || ':3128' FROM generate_series(1, 5) n")
     return db
-
-
-def acquire(database, worker):
-    return database.one("SELECT * FROM acquire_proxy(%s)", (worker,))
 
 
 def crash_while_processing(database, worker, table="catalog_tasks", beat="now() - interval '6 minutes'"):
