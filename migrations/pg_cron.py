@@ -21,6 +21,10 @@ log = logging.getLogger("alembic.proxy_leases")
 SWEEP_COMMAND = "SELECT public.release_stuck_proxies()"
 MAINTENANCE_COMMAND = "CALL public.run_lease_maintenance()"
 MODES = ("auto", "require", "off")
+# 0011_cron_history_retention: pg_cron logs every run in cron.job_run_details and never deletes any;
+# a job every minute adds 1,440 rows a day. This second job, in the pg_cron database, prunes ours.
+HISTORY_SCHEDULE = "17 * * * *"
+HISTORY_RETENTION = "7 days"
 
 
 class PgCronUnavailable(RuntimeError):
@@ -29,6 +33,35 @@ class PgCronUnavailable(RuntimeError):
 
 def job_name(dbname: str) -> str:
     return f"proxy_leases_sweep.{dbname}"
+
+
+def history_job_name(dbname: str) -> str:
+    return f"proxy_leases_prune_history.{dbname}"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def history_command(app_db: str, retention: str) -> str:
+    """Delete this database's job runs older than `retention`: the maintenance job's and this job's own,
+    found by name, and those of jobs since replaced (a re-schedule gives a new jobid), found by command."""
+    names = ", ".join(_literal(name) for name in (job_name(app_db), history_job_name(app_db)))
+    commands = ", ".join(_literal(command) for command in (MAINTENANCE_COMMAND, SWEEP_COMMAND))
+    return (
+        "DELETE FROM cron.job_run_details"
+        f" WHERE coalesce(end_time, start_time) < now() - interval {_literal(retention)}"
+        f" AND (jobid IN (SELECT jobid FROM cron.job WHERE jobname IN ({names}))"
+        f" OR (database = {_literal(app_db)} AND command IN ({commands})))"
+    )
+
+
+def history_retention() -> str:
+    retention = option("cron_history_retention", "PROXY_LEASES_CRON_HISTORY_RETENTION", HISTORY_RETENTION)
+    if not re.fullmatch(r"[1-9][0-9]* (minute|hour|day|week|month)s?", retention):
+        raise SystemExit(f"proxy-leases: cron_history_retention={retention!r}; expected a number and a unit, "
+                         "e.g. '7 days' or '12 hours'")
+    return retention
 
 
 def option(name: str, env: str, default: str | None = None) -> str | None:
@@ -91,26 +124,39 @@ def schedule_sweeper(op) -> None:
     schedule_job(op, SWEEP_COMMAND)
 
 
-def schedule_job(op, command: str) -> None:
-    """Create or replace this database's job so that it runs `command`."""
+def schedule_history_pruning(op) -> None:
+    schedule_job(op, lambda app_db: history_command(app_db, history_retention()),
+                 name=history_job_name, schedule=HISTORY_SCHEDULE, in_cron_database=True)
+
+
+def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_cron_database: bool = False) -> None:
+    """Create or replace this database's job `name(database)` so that it runs `command`.
+
+    `command` is the SQL, or a function of the fleet's database name that returns it. The job runs in the
+    fleet's database, or with `in_cron_database` in pg_cron's own. `schedule` overrides the -x cron_schedule
+    option and the default.
+    """
     mode = cron_mode()
     if mode == "off":
         log.info("cron=off: pg_cron left alone; run %r from your own scheduler", command)
         return
     if op.get_context().as_sql:
-        _print_offline_instructions(op, scheduling=True, command=command)
+        _print_offline_instructions(op, scheduling=True, command=command, name=name, schedule=schedule,
+                                    in_cron_database=in_cron_database)
         return
 
     bind = op.get_bind()
+    sql = command(bind.engine.url.database) if callable(command) else command
     try:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
         unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that "
-                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')", command)
+                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')", sql)
         return
     if cron_db is None:
-        unavailable(mode, "pg_cron is not in shared_preload_libraries on this server", command)
+        unavailable(mode, "pg_cron is not in shared_preload_libraries on this server", sql)
         return
+    run_in = cron_db if in_cron_database else app_db
 
     try:
         with _cron_engine(bind, cron_db).begin() as cron:
@@ -119,35 +165,41 @@ def schedule_job(op, command: str) -> None:
                 cron.exec_driver_sql("CREATE EXTENSION pg_cron")
                 extversion = _pg_cron_version(cron)
                 log.info("created extension pg_cron %s in database %s", extversion, cron_db)
-            schedule = option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or default_schedule(extversion)
+            schedule = (schedule or option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE")
+                        or default_schedule(extversion))
             # pg_cron 1.4 re-schedules an existing name without moving it to another database,
             # so the old job goes first.
-            _unschedule(cron, job_name(app_db))
+            _unschedule(cron, name(app_db))
             jobid = cron.execute(
                 sa.text("SELECT cron.schedule_in_database(:name, :schedule, :command, :db)"),
-                {"name": job_name(app_db), "schedule": schedule, "command": command, "db": app_db},
+                {"name": name(app_db), "schedule": schedule, "command": sql, "db": run_in},
             ).scalar()
     except sa.exc.DBAPIError as error:
-        unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip(), command)
+        unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip(), sql)
         return
     log.info(
         "pg_cron job %d %r in database %s runs %r in database %s on schedule %r",
-        jobid, job_name(app_db), cron_db, command, app_db, schedule,
+        jobid, name(app_db), cron_db, sql, run_in, schedule,
     )
 
 
 def unschedule_sweeper(op) -> None:
+    unschedule_job(op, name=job_name)
+
+
+def unschedule_job(op, name=job_name) -> None:
+    """Remove this database's job `name(database)`, if there is one."""
     if cron_mode() == "off":
         return
     if op.get_context().as_sql:
-        _print_offline_instructions(op, scheduling=False)
+        _print_offline_instructions(op, scheduling=False, name=name)
         return
     bind = op.get_bind()
     try:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
         log.warning("could not tell where pg_cron lives (%s): remove job %r by hand", error.orig,
-                    job_name(bind.engine.url.database))
+                    name(bind.engine.url.database))
         return
     if cron_db is None:
         return
@@ -155,33 +207,38 @@ def unschedule_sweeper(op) -> None:
         with _cron_engine(bind, cron_db).begin() as cron:
             if cron.exec_driver_sql("SELECT to_regclass('cron.job')").scalar() is None:
                 return
-            removed = _unschedule(cron, job_name(app_db))
+            removed = _unschedule(cron, name(app_db))
     except sa.exc.DBAPIError as error:
         log.warning(
             "could not remove pg_cron job %r from database %s (%s). Remove it there by hand: "
             "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '%s'",
-            job_name(app_db), cron_db, error.orig, job_name(app_db),
+            name(app_db), cron_db, error.orig, name(app_db),
         )
         return
-    log.info("removed %d pg_cron job(s) %r from database %s", removed, job_name(app_db), cron_db)
+    log.info("removed %d pg_cron job(s) %r from database %s", removed, name(app_db), cron_db)
 
 
-def _print_offline_instructions(op, *, scheduling: bool, command: str = SWEEP_COMMAND) -> None:
+def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, name=job_name,
+                                schedule: str | None = None, in_cron_database: bool = False) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
     app_db = context.config.attributes.get("offline_database") or "<this database>"
-    name = job_name(app_db)
-    # Offline, the pg_cron version is unknown: every minute works on all of them.
-    schedule = option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *"
+    job = _literal(name(app_db))
     if scheduling:
+        sql = _literal(command(app_db) if callable(command) else command)
+        # Offline, the pg_cron version is unknown: every minute works on all of them.
+        when = _literal(schedule or option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *")
+        schedule_call = (f"SELECT cron.schedule({job}, {when}, {sql});" if in_cron_database
+                         else f"SELECT cron.schedule_in_database({job}, {when}, {sql}, {_literal(app_db)});")
         lines = [
             "pg_cron: this step needs the database named by cron.database_name (usually postgres).",
             "Run there, as the user that owns the fleet's tables:",
-            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '{name}';",
-            f"  SELECT cron.schedule_in_database('{name}', '{schedule}', '{command}', '{app_db}');",
+            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
+            f"  {schedule_call}",
         ]
     else:
         lines = [
             "pg_cron: in the database named by cron.database_name, run:",
-            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '{name}';",
+            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
         ]
-    op.execute(sa.text("\n".join("-- " + line for line in lines)))
+    # A colon followed by a word would be read as a bind parameter.
+    op.execute(sa.text("\n".join("-- " + line for line in lines).replace(":", "\\:")))

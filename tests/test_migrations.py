@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from migrations.sql_files import SQL_DIR, pinned_checksums
-from tests.helpers import ROOT, alembic_cli
+from tests.helpers import HEAD, ROOT, alembic_cli
 
 PUBLIC_FUNCTIONS = {
     "release_stuck_proxies",
@@ -27,9 +27,12 @@ PUBLIC_FUNCTIONS = {
     "unblock_cooled_down_proxies",
     "requeue_stale_tasks",
     "run_lease_maintenance",
+    "tg_proxies__record_lease_events",
+    "tg_proxy_lease_events__append_only",
+    "summarize_proxy_holders",
+    "prune_lease_events",
 }
 
-HEAD = "0009_maintenance_schedule"
 
 CATALOG_QUERY = """
 SELECT 'function ' || p.oid::regprocedure || ': ' || md5(pg_get_functiondef(p.oid))
@@ -39,7 +42,10 @@ SELECT 'trigger ' || tgrelid::regclass || '.' || tgname || ': ' || pg_get_trigge
   FROM pg_trigger t WHERE NOT tgisinternal
 UNION ALL
 SELECT 'index ' || indexrelid::regclass || ': ' || pg_get_indexdef(indexrelid) || ' valid=' || indisvalid
-  FROM pg_index WHERE indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks')
+  FROM pg_index WHERE indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks', 'proxy_lease_events')
+UNION ALL
+SELECT 'view ' || c.oid::regclass || ': ' || md5(pg_get_viewdef(c.oid))
+  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
 UNION ALL
 SELECT 'constraint ' || conrelid::regclass || '.' || conname || ': ' || pg_get_constraintdef(oid) || ' valid=' || convalidated
   FROM pg_constraint WHERE connamespace = 'public'::regnamespace
@@ -81,7 +87,7 @@ def test_every_public_object_is_documented(db):
            AND c.relname <> 'alembic_version' AND obj_description(c.oid, 'pg_class') IS NULL
         UNION ALL
         SELECT 'index ' || i.indexrelid::regclass FROM pg_index i
-         WHERE i.indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks')
+         WHERE i.indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks', 'proxy_lease_events')
            AND NOT i.indisprimary AND NOT i.indisunique
            AND obj_description(i.indexrelid, 'pg_class') IS NULL
         UNION ALL
@@ -93,8 +99,9 @@ def test_every_public_object_is_documented(db):
         SELECT 'column ' || attrelid::regclass || '.' || attname FROM pg_attribute
          WHERE ((attrelid = 'proxies'::regclass
                  AND attname IN ('leased_at', 'leased_until', 'lease_token', 'released_at', 'strike_count',
-                                 'blocked_at', 'blocked_until', 'blocked_reason'))
-             OR (attrelid = 'proxy_lease_settings'::regclass AND attnum > 0 AND NOT attisdropped))
+                                 'blocked_at', 'blocked_until', 'blocked_reason', 'renewed_at'))
+             OR (attrelid IN ('proxy_lease_settings'::regclass, 'proxy_lease_events'::regclass)
+                 AND attnum > 0 AND NOT attisdropped))
            AND col_description(attrelid, attnum) IS NULL
         UNION ALL
         SELECT 'trigger ' || tgname FROM pg_trigger
@@ -122,7 +129,7 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     assert catalog(database) == installed
 
 
-@pytest.mark.parametrize("step", ["0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
+@pytest.mark.parametrize("step", ["0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
                                   "0005_sweep_schedule", "0004_lease_backfill", "0003_lease",
                                   "0002_partial_indexes", "0001_fleet_schema"])
 def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):

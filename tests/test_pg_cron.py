@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from migrations.pg_cron import MAINTENANCE_COMMAND, PgCronUnavailable, job_name
-from tests.helpers import Database, alembic
+from tests.helpers import HEAD, Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
 
@@ -68,7 +68,7 @@ def test_without_pg_cron_the_upgrade_warns_and_succeeds(server_without_pg_cron, 
     database = Database(server_without_pg_cron.url("fleet"))
     with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
         database.upgrade(cron="auto")
-    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD
     warning = " ".join(record.getMessage() for record in caplog.records)
     assert "pg_cron is not in shared_preload_libraries" in warning
     assert "README" in warning and "cron=require" in warning
@@ -89,7 +89,8 @@ def test_preloaded_pg_cron_without_its_extension_is_created_where_it_lives():
             conn.execute("CREATE DATABASE fleet")
         alembic(server.url("fleet"), "upgrade", "head", cron="require")
         with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
-            assert conn.execute("SELECT database FROM cron.job").fetchall() == [("fleet",)]
+            assert conn.execute("SELECT jobname, database FROM cron.job ORDER BY 1").fetchall() == [
+                ("proxy_leases_prune_history.fleet", CRON_DATABASE), ("proxy_leases_sweep.fleet", "fleet")]
 
 
 def test_the_scheduled_job_really_requeues_a_dead_workers_task_and_frees_every_stuck_proxy(fresh_database, pg_server):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.helpers import Database
+from tests.helpers import HEAD, Database
 
 
 def wait_for_lock_wait(database: Database, query_prefix: str, timeout: float = 10.0) -> None:
@@ -57,7 +57,7 @@ def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_ins
                         "AND attname = 'leased_until'") == 0
 
     database.upgrade()
-    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD
 
 
 def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(fresh_database):
@@ -78,7 +78,7 @@ def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(f
         worker.commit()
         migration.join(timeout=60)
     assert outcome == [None]
-    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD
 
 
 def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking_writes(fresh_database):
@@ -139,4 +139,4 @@ def test_the_lease_api_revision_waits_for_a_settings_reader_without_holding_up_t
     assert len(outcome) == 1 and "lock_timeout=3s" in outcome[0] and "changed nothing" in outcome[0]
     assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
     database.upgrade()
-    assert database.one("SELECT version_num FROM alembic_version") == "0009_maintenance_schedule"
+    assert database.one("SELECT version_num FROM alembic_version") == HEAD

@@ -1,0 +1,37 @@
+-- Retention of the audit trail. The scheduled maintenance calls this every run, so each call is a
+-- bounded batch: a backlog (a lowered event_retention, a maintenance job paused for a month) is
+-- worked off over the next runs instead of in one long DELETE that holds its locks and writes its
+-- WAL all at once. The oldest events go first, through the index on occurred_at.
+
+CREATE OR REPLACE FUNCTION public.prune_lease_events(batch_size integer DEFAULT 50000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_retention interval := (SELECT s.event_retention FROM public.proxy_lease_settings s);
+    v_pruned    integer;
+BEGIN
+    IF prune_lease_events.batch_size IS NULL OR prune_lease_events.batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be a positive number, got %', coalesce(prune_lease_events.batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass nothing for the default of 50000 events per call.';
+    END IF;
+    IF v_retention IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM public.proxy_lease_events e
+     WHERE e.id = ANY (ARRAY(SELECT o.id
+                               FROM public.proxy_lease_events o
+                              WHERE o.occurred_at < clock_timestamp() - v_retention
+                              ORDER BY o.occurred_at
+                              LIMIT prune_lease_events.batch_size));
+    GET DIAGNOSTICS v_pruned = ROW_COUNT;
+    RETURN v_pruned;
+END
+$$;
+
+COMMENT ON FUNCTION public.prune_lease_events(integer) IS
+    'Deletes up to batch_size (default 50000) of the oldest proxy_lease_events older than '
+    'proxy_lease_settings.event_retention and returns how many; nothing when event_retention is NULL. '
+    'Run by the scheduled maintenance. A batch_size below 1 raises 22023.';

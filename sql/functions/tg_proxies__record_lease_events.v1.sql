@@ -1,0 +1,74 @@
+-- The audit trail is written here, after the row has changed, whoever changed it: the lease API,
+-- the triggers, the sweeper, the fleet's own UPDATEs, an operator in psql. No path can forget to
+-- log, and an event exists exactly when its change does (same transaction, same rollback).
+--
+-- The code paths of proxy-leases say why they write in proxy_leases.event_reason: set just before
+-- their statement and cleared just after (an error rolls it back with the statement), so a later
+-- write in the same transaction is not mislabelled. A function's SET clause would scope it more
+-- neatly, but PostgreSQL lets only superusers name a custom setting there. A write that sets
+-- none is a direct UPDATE: reason direct_update, or taken_over for a proxy taken from a holder
+-- whose lease ran out. Renewals change neither the grant nor the block and are not logged; the
+-- released event keeps the grant's last renewal instead (renewed_at), the last sign of life of its
+-- worker, from which proxy_recoveries measures how long a dead worker kept the proxy.
+-- SECURITY DEFINER: the fleet's roles may not write the audit trail themselves.
+
+CREATE OR REPLACE FUNCTION public.tg_proxies__record_lease_events()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_claimed     text := nullif(current_setting('proxy_leases.event_reason', true), '');
+    v_was_held    boolean := TG_OP <> 'INSERT' AND OLD.lease_token IS NOT NULL;
+    v_is_held     boolean := TG_OP <> 'DELETE' AND NEW.lease_token IS NOT NULL;
+    v_was_blocked boolean := TG_OP <> 'INSERT' AND OLD.is_blocked IS TRUE;
+    v_is_blocked  boolean := TG_OP <> 'DELETE' AND NEW.is_blocked IS TRUE;
+    v_new_grant   boolean := v_is_held AND (NOT v_was_held OR NEW.lease_token <> OLD.lease_token);
+    v_now         timestamptz := clock_timestamp();
+BEGIN
+    IF v_was_held AND (NOT v_is_held OR v_new_grant) THEN
+        INSERT INTO public.proxy_lease_events
+            (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until,
+             detail)
+        VALUES (CASE WHEN TG_OP = 'UPDATE' AND NOT v_is_held THEN coalesce(NEW.released_at, v_now) ELSE v_now END,
+                OLD.id, 'released',
+                CASE WHEN TG_OP = 'DELETE' THEN 'proxy_deleted'
+                     WHEN v_is_held THEN 'taken_over'
+                     ELSE coalesce(v_claimed, 'direct_update') END,
+                OLD.worker_id, OLD.lease_token, OLD.leased_at, coalesce(OLD.renewed_at, OLD.leased_at),
+                OLD.leased_until,
+                CASE WHEN v_is_blocked AND NOT v_was_blocked THEN NEW.blocked_reason END);
+    END IF;
+
+    IF v_new_grant THEN
+        INSERT INTO public.proxy_lease_events
+            (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until)
+        VALUES (coalesce(NEW.leased_at, v_now), NEW.id, 'granted', coalesce(v_claimed, 'direct_update'),
+                NEW.worker_id, NEW.lease_token, NEW.leased_at, NEW.renewed_at, NEW.leased_until);
+    END IF;
+
+    IF v_is_blocked AND NOT v_was_blocked THEN
+        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail)
+        VALUES (coalesce(NEW.blocked_at, v_now), NEW.id, 'blocked',
+                -- The proxies trigger quarantines a proxy whose strikes reach the threshold, whatever the
+                -- statement meant: this block is quarantine, with no end.
+                CASE WHEN TG_OP = 'UPDATE' AND NEW.strike_count > OLD.strike_count
+                          AND NEW.strike_count >= (SELECT s.quarantine_after_strikes FROM public.proxy_lease_settings s)
+                     THEN 'quarantined'
+                     ELSE coalesce(v_claimed, 'direct_update') END,
+                NEW.blocked_reason);
+    ELSIF v_was_blocked AND NOT v_is_blocked AND TG_OP = 'UPDATE' THEN
+        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail)
+        VALUES (v_now, NEW.id, 'unblocked', coalesce(v_claimed, 'direct_update'), OLD.blocked_reason);
+    END IF;
+
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION public.tg_proxies__record_lease_events() IS
+    'Trigger on proxies: appends to proxy_lease_events a released event when a grant ends, a granted '
+    'event when a new one begins, and a blocked or unblocked event when the block changes, with the '
+    'reason the writing code path set in proxy_leases.event_reason (direct_update when none did). '
+    'Renewals are not logged.';

@@ -1,0 +1,33 @@
+-- The operator's word: the proxy is good again. Its strikes are forgiven too, so a quarantined
+-- proxy gets the full quarantine_after_strikes before it is quarantined again.
+-- Its writes reach the audit trail (proxy_lease_events) with reason unblocked_by_operator, named in
+-- proxy_leases.event_reason for its statement only (see tg_proxies__record_lease_events).
+
+CREATE OR REPLACE FUNCTION public.unblock_proxy(proxy_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    PERFORM set_config('proxy_leases.event_reason', 'unblocked_by_operator', true);
+    UPDATE public.proxies p
+       SET is_blocked = false, strike_count = 0
+     WHERE p.id = unblock_proxy.proxy_id AND p.is_blocked;
+    v_found := FOUND;
+    PERFORM set_config('proxy_leases.event_reason', '', true);
+    IF v_found THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT FROM public.proxies p WHERE p.id = unblock_proxy.proxy_id) THEN
+        RAISE EXCEPTION 'there is no proxy %', coalesce(unblock_proxy.proxy_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found', HINT = 'SELECT id, blocked_reason FROM proxies WHERE is_blocked;';
+    END IF;
+    RETURN false;
+END
+$$;
+
+COMMENT ON FUNCTION public.unblock_proxy(bigint) IS
+    'Unblocks the proxy, clears its strikes and returns true; false if it was not blocked. An unknown '
+    'id raises P0002. The proxy is announced on proxy_available.';

@@ -1,0 +1,72 @@
+-- The scheduled job: one CALL does all the periodic work, each step committed on its own so that a
+-- step that fails (a constraint of the fleet's own on a task table, say) neither undoes nor stops
+-- the others. The job still fails, with the first error, so cron.job_run_details shows it.
+-- A run that changed anything says what in one LOG line: cron.job_run_details records only "CALL".
+--
+-- A procedure, so that it can COMMIT: call it outside a transaction block. Procedures that COMMIT
+-- cannot carry a SET clause, so every name here is schema-qualified instead.
+-- v1 returned three counts; an added INOUT argument makes a new signature, so v1 goes first (a
+-- CALL with no arguments would otherwise match both).
+
+DROP PROCEDURE IF EXISTS public.run_lease_maintenance(integer, integer, integer);
+
+CREATE OR REPLACE PROCEDURE public.run_lease_maintenance(
+    INOUT requeued_tasks integer DEFAULT NULL,
+    INOUT released_proxies integer DEFAULT NULL,
+    INOUT unblocked_proxies integer DEFAULT NULL,
+    INOUT pruned_events integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c_steps constant text[] := ARRAY['requeue_stale_tasks', 'release_stuck_proxies', 'unblock_cooled_down_proxies',
+                                     'prune_lease_events'];
+    v_started     timestamptz := clock_timestamp();
+    v_counts      integer[] := '{}';
+    v_count       integer;
+    v_failures    text[] := '{}';
+    v_first_state text;
+    v_state       text;
+    v_message     text;
+BEGIN
+    FOR v_step IN 1 .. cardinality(c_steps) LOOP
+        v_count := NULL;
+        BEGIN
+            EXECUTE format('SELECT public.%I()', c_steps[v_step]) INTO v_count;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            v_first_state := coalesce(v_first_state, v_state);
+            v_failures := v_failures || format('%s(): %s (SQLSTATE %s)', c_steps[v_step], v_message, v_state);
+        END;
+        COMMIT;
+        v_counts := v_counts || v_count;
+    END LOOP;
+
+    requeued_tasks := v_counts[1];
+    released_proxies := v_counts[2];
+    unblocked_proxies := v_counts[3];
+    pruned_events := v_counts[4];
+
+    IF coalesce(requeued_tasks, 0) + coalesce(released_proxies, 0) + coalesce(unblocked_proxies, 0)
+       + coalesce(pruned_events, 0) > 0 THEN
+        RAISE LOG 'run_lease_maintenance: requeued % stale tasks, freed % stuck proxies, unblocked % proxies, '
+                  'pruned % events in % ms',
+                  coalesce(requeued_tasks::text, 'no'), coalesce(released_proxies::text, 'no'),
+                  coalesce(unblocked_proxies::text, 'no'), coalesce(pruned_events::text, 'no'),
+                  round(extract(epoch FROM clock_timestamp() - v_started) * 1000);
+    END IF;
+
+    IF cardinality(v_failures) > 0 THEN
+        RAISE EXCEPTION 'proxy-leases maintenance: % of % steps failed; the others were done',
+                        cardinality(v_failures), cardinality(c_steps)
+            USING ERRCODE = v_first_state,
+                  DETAIL = array_to_string(v_failures, E'\n'),
+                  HINT = 'The next run tries every step again.';
+    END IF;
+END
+$$;
+
+COMMENT ON PROCEDURE public.run_lease_maintenance(integer, integer, integer, integer) IS
+    'The scheduled job (CALL run_lease_maintenance(), outside a transaction block): requeue_stale_tasks, '
+    'release_stuck_proxies, unblock_cooled_down_proxies, prune_lease_events, each committed on its own; '
+    'returns the four counts and, when any is above 0, writes them in one LOG line. If a step fails the '
+    'others still run and commit, and the call then raises the first error, every failure in DETAIL.';
