@@ -61,7 +61,8 @@ COMMENT ON COLUMN public.proxy_lease_events.renewed_at IS
 COMMENT ON COLUMN public.proxy_lease_events.leased_until IS 'granted, released: when the lease was to end.';
 COMMENT ON COLUMN public.proxy_lease_events.detail IS
     'blocked: the block reason (released by a block: the same); unblocked: the reason of the block that ended.';
-COMMENT ON COLUMN public.proxy_lease_events.db_user IS 'The database user of the session that made the change.';
+COMMENT ON COLUMN public.proxy_lease_events.db_user IS
+    'The database role that made the change: the one set with SET ROLE, else the session''s user.';
 
 CREATE FUNCTION public.tg_proxy_lease_events__append_only()
 RETURNS trigger

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections import Counter
 import os
 import subprocess
 import sys
@@ -102,3 +104,55 @@ def past_the_grace(database: Database) -> None:
     """Move every grant back past orphan_grace, instead of sleeping through it."""
     database.run("UPDATE proxies SET leased_at = leased_at - (SELECT orphan_grace FROM proxy_lease_settings)"
                  " - interval '1 second' WHERE is_in_use")
+
+
+def container_of(worker_id: str | None) -> str | None:
+    return None if worker_id is None else worker_id.split("_", 1)[0]
+
+
+def sweep(database: Database) -> int:
+    """release_stuck_proxies(), checked against what the status views said just before it ran.
+
+    The views must predict exactly what the sweep frees (one definition of stuck), container by
+    container, and each proxy freed must leave one released event with the reason stuck_proxies gave.
+    """
+    with database.connect() as conn:
+        predicted = conn.execute("SELECT id, worker_id, reason FROM stuck_proxies ORDER BY id").fetchall()
+        stuck = conn.execute("SELECT stuck FROM proxy_pool_status").fetchone()[0]
+        by_container = dict(conn.execute(
+            "SELECT container_id, proxies_stuck FROM proxy_pool_by_container WHERE proxies_stuck > 0").fetchall())
+        mark = conn.execute("SELECT coalesce(max(id), 0) FROM proxy_lease_events").fetchone()[0]
+        freed = conn.execute("SELECT release_stuck_proxies()").fetchone()[0]
+        released = conn.execute("SELECT proxy_id, worker_id, reason FROM proxy_lease_events "
+                                "WHERE id > %s AND event = 'released' ORDER BY proxy_id", (mark,)).fetchall()
+    assert stuck == len(predicted) == freed
+    assert by_container == dict(Counter(container_of(worker) for _, worker, _ in predicted))
+    assert released == predicted
+    return freed
+
+
+def plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def executed_plans(database: Database, query: str) -> tuple[Any, list[dict]]:
+    """What `query` returned, and the plan of every statement it ran, nested ones included (functions,
+    triggers), as auto_explain logs them. EXPLAIN alone cannot see inside a function."""
+    logged = []
+    with database.connect() as conn:
+        conn.add_notice_handler(lambda notice: logged.append(notice.message_primary))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_format = json",
+                        "log_level = notice"):
+            conn.execute(f"SET auto_explain.{setting}")
+        result = conn.execute(query).fetchall()
+    plans = [json.loads(message[message.index("{"):])["Plan"] for message in logged if '"Plan"' in message]
+    return result, plans
+
+
+def scans(plans: list[dict]) -> set[tuple[str, str | None, str | None]]:
+    """(node type, table, index) of every node of the plans that reads a table or an index."""
+    return {(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))
+            for plan in plans for node in plan_nodes(plan) if "Relation Name" in node or "Index Name" in node}

@@ -3,9 +3,17 @@
 import psycopg
 import pytest
 
-from tests.helpers import load_legacy_incident, past_the_grace, pool_figures
+from tests.helpers import load_legacy_incident, past_the_grace, pool_figures, sweep
 
 TABLES = ("proxies", "catalog_tasks", "object_tasks")
+# proxy_pool_by_container on the incident (see demo/incident_state.sql): container, workers, proxies
+# held, tasks in processing, proxies stuck. b77514be_16 finished its task but kept its proxy.
+INCIDENT_CONTAINERS_BEFORE = [
+    ("8b4f59aa", 15, 15, 0, 15),
+    ("93816237", 15, 15, 15, 0),
+    ("b77514be", 16, 16, 15, 1),
+    ("e1bf8c63", 14, 14, 14, 0),
+]
 
 
 def snapshot(database):
@@ -39,12 +47,18 @@ def test_the_incident_is_resolved_by_one_sweep_after_the_upgrade(fresh_database)
     # Proxies held at upgrade time get a lease: live workers are not cut off...
     assert database.one("SELECT count(*) FROM proxies WHERE is_in_use AND leased_until > now()") == 60
     # ...and within the grace after that grant not even the orphans are taken.
-    assert database.one("SELECT release_stuck_proxies()") == 0
+    assert sweep(database) == 0
     assert pool_figures(database) == (100, 60, 27, 13)
+    assert database.one("SELECT * FROM proxy_pool_status") == (100, 60, 27, 13, 0)
 
     past_the_grace(database)
-    assert database.one("SELECT release_stuck_proxies()") == 16
+    # The report's statistics block, before: the crashed container 8b4f59aa holds 15 proxies and no task.
+    assert database.one("SELECT * FROM proxy_pool_status") == (100, 60, 27, 13, 16)
+    assert database.all("SELECT container_id, workers, proxies_held, tasks_processing, proxies_stuck "
+                        "FROM proxy_pool_by_container ORDER BY 1") == INCIDENT_CONTAINERS_BEFORE
+    assert sweep(database) == 16
     assert pool_figures(database) == (100, 44, 27, 29)
+    assert database.one("SELECT * FROM proxy_pool_status") == (100, 44, 27, 29, 0)
     holders = {row[0].split("_")[0] for row in database.all("SELECT worker_id FROM proxies WHERE is_in_use")}
     assert holders == {"b77514be", "93816237", "e1bf8c63"}
     assert database.one("SELECT count(*) FROM proxies WHERE worker_id LIKE '8b4f59aa%' OR worker_id = 'b77514be_16'") == 0

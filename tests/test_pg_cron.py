@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from migrations.pg_cron import MAINTENANCE_COMMAND, PgCronUnavailable, job_name
+from migrations.pg_cron import MAINTENANCE_COMMAND, PgCronUnavailable, history_job_name, job_name
 from tests.helpers import HEAD, Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
@@ -98,10 +98,10 @@ def test_the_scheduled_job_really_requeues_a_dead_workers_task_and_frees_every_s
     database = fresh_database()
     database.upgrade(cron="auto")
     database.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128'), ('http://10.0.0.2:3128')")
-    database.run("UPDATE proxies SET is_in_use = true, worker_id = 'dead_' || id")
+    database.run("UPDATE proxies SET is_in_use = true, worker_id = 'c7f1e2d0_' || id")
     database.run("UPDATE proxies SET leased_until = now() - interval '1 second' WHERE id = 1")
     database.run("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
-                 "VALUES ('processing', 'dead_2', now() - interval '1 hour')")
+                 "VALUES ('processing', 'c7f1e2d0_2', now() - interval '1 hour')")
 
     deadline = time.monotonic() + 90
     while database.one("SELECT count(*) FROM proxies WHERE is_in_use") > 0:
@@ -114,6 +114,54 @@ def test_the_scheduled_job_really_requeues_a_dead_workers_task_and_frees_every_s
             "SELECT status FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
             "WHERE j.jobname = %s", (job_name(database.name),)).fetchall()
     assert ("succeeded",) in runs and ("failed",) not in runs
+    assert database.all("SELECT proxy_id, reason FROM proxy_lease_events WHERE event = 'released' ORDER BY 1") == [
+        (1, "lease_expired"), (2, "requeued")]
+    # The job's work is in the server log, where cron.job_run_details shows only "CALL".
+    while "run_lease_maintenance: requeued 1 stale tasks" not in pg_server.server_log():
+        assert time.monotonic() < deadline, pg_server.server_log()[-3000:]
+        time.sleep(0.2)
+    assert ("release_stuck_proxies: freed 1 stuck proxies (lease_expired 1) held by 1 container(s): c7f1e2d0 (1)"
+            in pg_server.server_log())
+
+
+def test_pg_crons_run_history_of_this_databases_jobs_is_pruned_and_nobody_elses(fresh_database, pg_server):
+    database, neighbour = fresh_database(), fresh_database()
+    database.upgrade(cron="auto", cron_history_retention="2 days")
+    neighbour.upgrade(cron="auto")
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        jobid = dict(conn.execute("SELECT jobname, jobid FROM cron.job").fetchall())
+        ours, theirs = jobid[job_name(database.name)], jobid[job_name(neighbour.name)]
+        replaced = max(jobid.values()) + 1000            # a job of ours since re-scheduled under a new jobid
+        runs = [(ours, database.name, MAINTENANCE_COMMAND, "3 days"), (ours, database.name, MAINTENANCE_COMMAND, "1 day"),
+                (replaced, database.name, MAINTENANCE_COMMAND, "3 days"),
+                (theirs, neighbour.name, MAINTENANCE_COMMAND, "3 days"),
+                (replaced + 1, database.name, "SELECT 'someone else''s job'", "3 days")]
+        for run_jobid, dbname, command, age in runs:
+            conn.execute("INSERT INTO cron.job_run_details (jobid, runid, database, username, command, status, "
+                         "start_time, end_time) VALUES (%s, nextval('cron.runid_seq'), %s, 'postgres', %s, "
+                         "'succeeded', now() - %s::interval, now() - %s::interval)",
+                         (run_jobid, dbname, command, age, age))
+        (prune,) = conn.execute("SELECT command FROM cron.job WHERE jobname = %s",
+                                (history_job_name(database.name),)).fetchone()
+        assert conn.execute("SELECT schedule, database FROM cron.job WHERE jobname = %s",
+                            (history_job_name(database.name),)).fetchone() == ("17 * * * *", CRON_DATABASE)
+        conn.execute(prune)
+        left = conn.execute("SELECT jobid, end_time > now() - interval '2 days' FROM cron.job_run_details "
+                            "WHERE jobid IN (%s, %s, %s, %s) ORDER BY 1, 2",
+                            (ours, theirs, replaced, replaced + 1)).fetchall()
+    assert left == sorted([(ours, True), (theirs, False), (replaced + 1, False)])
+
+    database.downgrade("0010_lease_events", cron="auto")
+    assert history_job_name(database.name) not in [row[0] for row in jobs(pg_server)]
+    assert history_job_name(neighbour.name) in [row[0] for row in jobs(pg_server)]
+
+
+def test_a_malformed_history_retention_stops_the_upgrade_before_anything_is_scheduled(fresh_database, pg_server):
+    database = fresh_database()
+    database.upgrade("0010_lease_events", cron="off")
+    with pytest.raises(SystemExit, match="cron_history_retention='7 dayz'"):
+        database.upgrade(cron="auto", cron_history_retention="7 dayz")
+    assert history_job_name(database.name) not in [row[0] for row in jobs(pg_server)]
 
 
 def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_grants_a_job(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import past_the_grace
+from tests.helpers import executed_plans, past_the_grace, plan_nodes, scans, sweep
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_a_sweep_with_nothing_stuck_frees_nothing(fleet):
     take(fleet, 2, "b77514be_2", "object_tasks")
     past_the_grace(fleet)
     assert fleet.all("SELECT * FROM stuck_proxies") == []
-    assert fleet.one("SELECT release_stuck_proxies()") == 0
+    assert sweep(fleet) == 0
     assert held(fleet) == [1, 2]
 
 
@@ -37,22 +37,22 @@ def test_an_expired_lease_is_freed_even_while_its_task_is_in_processing(fleet):
     take(fleet, 1, "b77514be_1", "catalog_tasks")
     fleet.run("UPDATE proxies SET leased_until = now() - interval '1 second' WHERE id = 1")
     assert fleet.all("SELECT id, reason FROM stuck_proxies") == [(1, "lease_expired")]
-    assert fleet.one("SELECT release_stuck_proxies()") == 1
+    assert sweep(fleet) == 1
     assert held(fleet) == []
 
 
 def test_an_orphan_is_freed_only_once_past_the_grace(fleet):
     take(fleet, 1, "8b4f59aa_1")          # taken, task not (yet) in processing
-    assert fleet.one("SELECT release_stuck_proxies()") == 0
+    assert sweep(fleet) == 0
     past_the_grace(fleet)
     assert fleet.all("SELECT id, reason FROM stuck_proxies") == [(1, "orphaned")]
-    assert fleet.one("SELECT release_stuck_proxies()") == 1
+    assert sweep(fleet) == 1
 
 
 def test_the_grace_is_the_operators_setting(fleet):
     fleet.run("UPDATE proxy_lease_settings SET orphan_grace = '0 seconds'")
     take(fleet, 1, "8b4f59aa_1")
-    assert fleet.one("SELECT release_stuck_proxies()") == 1
+    assert sweep(fleet) == 1
 
 
 def test_null_worker_ids_in_the_task_tables_do_not_hide_orphans(fleet):
@@ -66,14 +66,14 @@ def test_null_worker_ids_in_the_task_tables_do_not_hide_orphans(fleet):
                       "(SELECT worker_id FROM catalog_tasks WHERE status = 'processing' "
                       " UNION SELECT worker_id FROM object_tasks WHERE status = 'processing')")
     assert naive == 0
-    assert fleet.one("SELECT release_stuck_proxies()") == 1
+    assert sweep(fleet) == 1
     assert held(fleet) == [2]
 
 
 def test_a_freed_blocked_proxy_stays_blocked(fleet):
     take(fleet, 1, "8b4f59aa_1")
     fleet.run("UPDATE proxies SET is_blocked = true, leased_until = now() - interval '1 s' WHERE id = 1")
-    assert fleet.one("SELECT release_stuck_proxies()") == 1
+    assert sweep(fleet) == 1
     assert fleet.one("SELECT (is_in_use, is_blocked) FROM proxies WHERE id = 1") == ("f", "t")
 
 
@@ -104,25 +104,11 @@ def test_the_backfill_frees_half_held_rows_and_validates_the_rule(fresh_database
     assert database.one("SELECT convalidated FROM pg_constraint WHERE conname = 'proxies_lease_consistent'") is True
 
 
-def nodes(plan_node):
-    yield plan_node
-    for child in plan_node.get("Plans", []):
-        yield from nodes(child)
-
-
 def sweep_plans(db):
-    """What the sweeper returned, and every plan it ran (its UPDATE first), as auto_explain logs them."""
-    logged = []
-    with db.connect() as conn:
-        conn.add_notice_handler(lambda notice: logged.append(notice.message_primary))
-        conn.execute("LOAD 'auto_explain'")
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_format = json",
-                        "log_level = notice"):
-            conn.execute(f"SET auto_explain.{setting}")
-        freed = conn.execute("SELECT release_stuck_proxies()").fetchone()[0]
-    plans = [json.loads(message[message.index("{"):])["Plan"] for message in logged if '"Plan"' in message]
+    """What the sweeper returned, and every plan it ran (its UPDATEs first)."""
+    result, plans = executed_plans(db, "SELECT release_stuck_proxies()")
     plans.sort(key=lambda plan: plan.get("Operation") != "Update")
-    return freed, plans
+    return result[0][0], plans
 
 
 def test_the_sweep_reads_only_the_partial_indexes_at_scale(fleet):
@@ -145,13 +131,12 @@ def test_the_sweep_reads_only_the_partial_indexes_at_scale(fleet):
     freed, plans = sweep_plans(fleet)
 
     assert freed == 10
-    scans = {(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))
-             for plan in plans for node in nodes(plan) if "Relation Name" in node or "Index Name" in node}
-    table_scans = {relation for node_type, relation, _ in scans if node_type == "Seq Scan"}
-    assert table_scans <= {"proxy_lease_settings"}, scans
-    used = {index for _, _, index in scans if index}
+    read = scans(plans)
+    table_scans = {relation for node_type, relation, _ in read if node_type == "Seq Scan"}
+    assert table_scans <= {"proxy_lease_settings"}, read
+    used = {index for _, _, index in read if index}
     assert {"proxies_held_worker_idx", "proxies_pkey", "catalog_tasks_processing_worker_idx",
-            "object_tasks_processing_worker_idx"} <= used, scans
+            "object_tasks_processing_worker_idx"} <= used, read
     # The UPDATE probes the primary key with the ids it collected: no join over the whole table.
-    probe = next(node for node in nodes(plans[0]) if node.get("Index Name") == "proxies_pkey")
+    probe = next(node for node in plan_nodes(plans[0]) if node.get("Index Name") == "proxies_pkey")
     assert probe["Index Cond"].startswith("(id = ANY"), json.dumps(plans[0], indent=1)

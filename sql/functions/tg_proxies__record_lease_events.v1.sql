@@ -26,11 +26,13 @@ DECLARE
     v_is_blocked  boolean := TG_OP <> 'DELETE' AND NEW.is_blocked IS TRUE;
     v_new_grant   boolean := v_is_held AND (NOT v_was_held OR NEW.lease_token <> OLD.lease_token);
     v_now         timestamptz := clock_timestamp();
+    -- Who, as the session sees itself: SET ROLE counts (current_user here is this function's owner).
+    v_user        text := coalesce(nullif(current_setting('role'), 'none'), session_user);
 BEGIN
     IF v_was_held AND (NOT v_is_held OR v_new_grant) THEN
         INSERT INTO public.proxy_lease_events
             (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until,
-             detail)
+             detail, db_user)
         VALUES (CASE WHEN TG_OP = 'UPDATE' AND NOT v_is_held THEN coalesce(NEW.released_at, v_now) ELSE v_now END,
                 OLD.id, 'released',
                 CASE WHEN TG_OP = 'DELETE' THEN 'proxy_deleted'
@@ -38,18 +40,18 @@ BEGIN
                      ELSE coalesce(v_claimed, 'direct_update') END,
                 OLD.worker_id, OLD.lease_token, OLD.leased_at, coalesce(OLD.renewed_at, OLD.leased_at),
                 OLD.leased_until,
-                CASE WHEN v_is_blocked AND NOT v_was_blocked THEN NEW.blocked_reason END);
+                CASE WHEN v_is_blocked AND NOT v_was_blocked THEN NEW.blocked_reason END, v_user);
     END IF;
 
     IF v_new_grant THEN
         INSERT INTO public.proxy_lease_events
-            (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until)
+            (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until, db_user)
         VALUES (coalesce(NEW.leased_at, v_now), NEW.id, 'granted', coalesce(v_claimed, 'direct_update'),
-                NEW.worker_id, NEW.lease_token, NEW.leased_at, NEW.renewed_at, NEW.leased_until);
+                NEW.worker_id, NEW.lease_token, NEW.leased_at, NEW.renewed_at, NEW.leased_until, v_user);
     END IF;
 
     IF v_is_blocked AND NOT v_was_blocked THEN
-        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail)
+        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
         VALUES (coalesce(NEW.blocked_at, v_now), NEW.id, 'blocked',
                 -- The proxies trigger quarantines a proxy whose strikes reach the threshold, whatever the
                 -- statement meant: this block is quarantine, with no end.
@@ -57,10 +59,10 @@ BEGIN
                           AND NEW.strike_count >= (SELECT s.quarantine_after_strikes FROM public.proxy_lease_settings s)
                      THEN 'quarantined'
                      ELSE coalesce(v_claimed, 'direct_update') END,
-                NEW.blocked_reason);
+                NEW.blocked_reason, v_user);
     ELSIF v_was_blocked AND NOT v_is_blocked AND TG_OP = 'UPDATE' THEN
-        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail)
-        VALUES (v_now, NEW.id, 'unblocked', coalesce(v_claimed, 'direct_update'), OLD.blocked_reason);
+        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
+        VALUES (v_now, NEW.id, 'unblocked', coalesce(v_claimed, 'direct_update'), OLD.blocked_reason, v_user);
     END IF;
 
     RETURN NULL;
