@@ -1,6 +1,6 @@
 """Acquisitions per second of acquire_proxy + release_proxy, by threads and pool size.
 
-    .venv/bin/python bench/acquire_release.py [--seconds N] [--quick]
+    .venv/bin/python bench/acquire_release.py [--seconds N] [--quick] [--without-audit] [--revision REV]
 
 A throwaway PostgreSQL migrated to head. Each thread has its own autocommit psycopg connection and
 worker id (bench_<n>) and loops `SELECT * FROM acquire_proxy(id)` then `SELECT release_proxy(proxy,
@@ -9,7 +9,14 @@ threads: a thread that gets no row retries at once, counted as an empty attempt)
 (100,000 with --quick), with the EXPLAIN of acquire_proxy's pick before and after. Last, the
 fleet's legacy UPDATE pair with 16 threads on 1,000 proxies. Each run has a short warm-up, then N
 seconds measured; latencies are those of acquires that granted a proxy. The invariants are checked
-at the end: every proxy free, every release accepted, grants == advance of proxy_lease_token_seq.
+at the end: every proxy free, every release accepted, grants == advance of proxy_lease_token_seq,
+and, where the audit trail is installed and on, 2 events in proxy_lease_events per grant.
+
+--without-audit disables the audit triggers on proxies (record_lease_events and its _on_insert and
+_on_delete siblings) after the upgrade, so the same runs show what the audit trail costs: only the
+event inserts; acquire_proxy v2's give-back UPDATEs, set_config calls and renewed_at stay.
+--revision migrates to an older revision instead of head (e.g. 0009_maintenance_schedule, the last
+one before the audit trail), for the whole cost of 0010_lease_events.
 """
 
 from __future__ import annotations
@@ -133,10 +140,21 @@ def tokens_drawn(conn: psycopg.Connection) -> int:
     return last if called else last - 1
 
 
+def events_recorded(conn: psycopg.Connection) -> int | None:
+    """Rows in proxy_lease_events, or None where the revision has no audit trail."""
+    if conn.execute("SELECT to_regclass('public.proxy_lease_events')").fetchone()[0] is None:
+        return None
+    return conn.execute("SELECT count(*) FROM proxy_lease_events").fetchone()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per run (5; 0.6 --quick)")
     parser.add_argument("--quick", action="store_true", help="short runs and a 100,000-proxy big table")
+    parser.add_argument("--without-audit", action="store_true",
+                        help="disable the audit triggers on proxies (record_lease_events*) after the upgrade")
+    parser.add_argument("--revision", default="head",
+                        help="the revision to migrate to (head; e.g. 0009_maintenance_schedule: before the audit trail)")
     args = parser.parse_args()
     seconds = args.seconds or (0.6 if args.quick else 5.0)
     warmup = 0.2 if args.quick else 1.0
@@ -149,8 +167,16 @@ def main() -> None:
         with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         url = pg.url("bench")
-        alembic(url, "upgrade", "head", cron="off")
+        alembic(url, "upgrade", args.revision, cron="off")
         with psycopg.connect(url, autocommit=True) as conn:
+            audit = events_recorded(conn) is not None
+            if args.without_audit:
+                if not audit:
+                    sys.exit(f"--without-audit: revision {args.revision} has no audit trail to disable")
+                for trigger in ("record_lease_events", "record_lease_events_on_insert", "record_lease_events_on_delete"):
+                    conn.execute(f"ALTER TABLE proxies DISABLE TRIGGER {trigger}")
+            print(f"migrated to {args.revision}; audit trail: "
+                  f"{'none at this revision' if not audit else 'DISABLED' if args.without_audit else 'on'}")
             print(f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]} (fsync=off), "
                   f"{seconds:g} s measured per run after {warmup:g} s of warm-up")
             plan = [("1,000 proxies", 1000, False), ("8 proxies", 8, False),
@@ -161,6 +187,7 @@ def main() -> None:
                     print(f"\nloaded {size:,} proxies (INSERT ... generate_series, VACUUM ANALYZE) in {took:.1f} s")
                     explain_pick(conn, f"{size:,} proxies, freshly vacuumed")
                 tokens_before = tokens_drawn(conn)
+                events_before = events_recorded(conn)
                 runs = [Run(url, threads, legacy).go(seconds, warmup) for threads in ((16,) if legacy else (1, 4, 16))]
                 rows += [run.line(label) for run in runs]
                 if size == big:
@@ -171,9 +198,14 @@ def main() -> None:
                 drawn = tokens_drawn(conn) - tokens_before
                 refused = sum(run.refused_releases for run in runs)
                 ok = held == 0 and grants == drawn and refused == 0
+                events = ""
+                if events_before is not None:
+                    added = events_recorded(conn) - events_before
+                    ok = ok and added == (0 if args.without_audit else 2 * grants)
+                    events = f", {added:,} events recorded"
                 invariants.append(f"{'ok  ' if ok else 'FAIL'} {label:<22}: {held} proxies held at the end, "
                                   f"{refused} releases refused, {grants:,} grants, "
-                                  f"{drawn:,} tokens drawn from proxy_lease_token_seq")
+                                  f"{drawn:,} tokens drawn from proxy_lease_token_seq{events}")
 
     print("\n threads | pool                   | acquires/s | p50 (ms) | p99 (ms) |      empty | "
           "busy backends' wait events (sampled)")
