@@ -2,6 +2,7 @@
 -- a copy first if you need them); the functions this revision redefined are put back by the
 -- revision from their earlier files after this. The revision runs 0006_lease_api_locks.sql first.
 
+DROP TRIGGER record_lease_events_on_truncate ON public.proxies;
 DROP TRIGGER record_lease_events_on_delete ON public.proxies;
 DROP TRIGGER record_lease_events_on_insert ON public.proxies;
 DROP TRIGGER record_lease_events ON public.proxies;
@@ -22,9 +23,9 @@ DROP VIEW public.proxy_recoveries;
 DROP VIEW public.proxy_pool_by_container;
 DROP VIEW public.proxy_pool_status;
 
-DROP PROCEDURE public.run_lease_maintenance(integer, integer, integer, integer);
 DROP FUNCTION public.prune_lease_events(integer);
 DROP FUNCTION public.summarize_proxy_holders(text[]);
+DROP FUNCTION public.tg_proxies__record_lease_events_on_truncate();
 DROP FUNCTION public.tg_proxies__record_lease_events();
 
 DROP TABLE public.proxy_lease_events;

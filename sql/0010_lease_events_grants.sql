@@ -4,5 +4,6 @@
 -- stuck_proxies, they are granted to nobody. Grant SELECT to your monitoring role (README).
 
 REVOKE EXECUTE ON FUNCTION public.tg_proxies__record_lease_events() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION public.tg_proxies__record_lease_events_on_truncate() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION public.tg_proxy_lease_events__append_only() FROM PUBLIC;
 REVOKE ALL ON public.proxy_lease_events FROM PUBLIC;

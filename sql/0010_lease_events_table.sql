@@ -94,7 +94,13 @@ COMMENT ON COLUMN public.proxies.renewed_at IS
     'When the current grant began or was last renewed (by renew_proxy_lease, a task heartbeat or acquire_proxy): '
     'the holder''s last sign of life. NULL when free.';
 
-UPDATE public.proxies SET renewed_at = leased_at WHERE is_in_use AND renewed_at IS NULL;
+-- Renewals before this revision left no stamp. A renewal sets leased_until = now + lease_duration,
+-- so that minus lease_duration is the best estimate of the last one (never before the grant, never
+-- in the future).
+UPDATE public.proxies p
+   SET renewed_at = greatest(p.leased_at, least(p.leased_until - s.lease_duration, clock_timestamp()))
+  FROM public.proxy_lease_settings s
+ WHERE p.is_in_use AND p.renewed_at IS NULL;
 
 ALTER TABLE public.proxy_lease_settings
     ADD COLUMN event_retention interval DEFAULT '30 days'

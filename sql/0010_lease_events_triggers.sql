@@ -19,7 +19,9 @@ CREATE TRIGGER record_lease_events
     AFTER UPDATE ON public.proxies
     FOR EACH ROW
     WHEN (OLD.lease_token IS DISTINCT FROM NEW.lease_token
-          OR (OLD.is_blocked IS TRUE) <> (NEW.is_blocked IS TRUE))
+          OR (OLD.is_blocked IS TRUE) <> (NEW.is_blocked IS TRUE)
+          OR (NEW.is_blocked IS TRUE AND (OLD.blocked_reason IS DISTINCT FROM NEW.blocked_reason
+                                          OR OLD.blocked_until IS DISTINCT FROM NEW.blocked_until)))
     EXECUTE FUNCTION public.tg_proxies__record_lease_events();
 
 CREATE TRIGGER record_lease_events_on_insert
@@ -34,10 +36,17 @@ CREATE TRIGGER record_lease_events_on_delete
     WHEN (OLD.lease_token IS NOT NULL)
     EXECUTE FUNCTION public.tg_proxies__record_lease_events();
 
+CREATE TRIGGER record_lease_events_on_truncate
+    BEFORE TRUNCATE ON public.proxies
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION public.tg_proxies__record_lease_events_on_truncate();
+
 COMMENT ON TRIGGER record_lease_events ON public.proxies IS
-    'proxy-leases: appends to proxy_lease_events when a grant begins or ends or the block changes '
+    'proxy-leases: appends to proxy_lease_events when a grant begins or ends, or a block begins, is replaced or ends '
     '(tg_proxies__record_lease_events).';
 COMMENT ON TRIGGER record_lease_events_on_insert ON public.proxies IS
     'proxy-leases: a proxy inserted held or blocked is recorded in proxy_lease_events.';
 COMMENT ON TRIGGER record_lease_events_on_delete ON public.proxies IS
     'proxy-leases: a held proxy deleted is recorded as released (proxy_deleted) in proxy_lease_events.';
+COMMENT ON TRIGGER record_lease_events_on_truncate ON public.proxies IS
+    'proxy-leases: TRUNCATE proxies records every held proxy as released (proxy_deleted) in proxy_lease_events.';

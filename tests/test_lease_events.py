@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from tests.helpers import acquire, past_the_grace
+from tests.helpers import acquire, executed_plans, past_the_grace, plan_nodes
 
 
 @pytest.fixture
@@ -147,6 +147,7 @@ def test_a_block_with_its_release_and_the_unblocks_say_who_and_why(pool):
     assert pool.all("SELECT event, reason, detail FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,)) == [
         ("released", "blocked_by_worker", "captcha wall"),
         ("blocked", "blocked_by_worker", "captcha wall"),
+        ("blocked", "direct_update", "captcha wall"),          # the cooldown cut short by hand: another end
         ("unblocked", "cooldown_over", "captcha wall"),
         ("blocked", "direct_update", None),
         ("unblocked", "unblocked_by_operator", None),
@@ -277,7 +278,7 @@ def test_retention_deletes_old_events_only_in_bounded_batches(pool):
     assert pool.one("SELECT count(*) FROM proxy_lease_events "
                     "WHERE occurred_at < now() - interval '31 days' - interval '150.5 seconds'") == 0
     with pool.connect() as conn:
-        assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 0, 150)
+        assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 0)  # and the 150 pruned: below
     assert pool.one("SELECT prune_lease_events()") == 0
     assert pool.one("SELECT count(*) FROM proxy_lease_events") == len(recent) + 1
 
@@ -292,3 +293,103 @@ def test_retention_deletes_old_events_only_in_bounded_batches(pool):
         pool.one("SELECT prune_lease_events(0)")
     with pytest.raises(psycopg.errors.CheckViolation):
         pool.run("UPDATE proxy_lease_settings SET event_retention = '-1 day'")
+
+
+def test_a_takeover_ends_the_old_grant_when_the_new_one_begins(pool):
+    proxy_id, *_ = acquire(pool, "c1_1")
+    mark = last_event_id(pool)
+    taken_over_after_expiry(pool, proxy_id, None, "c1_1")
+
+    rows = pool.all("SELECT event, reason, worker_id, occurred_at FROM proxy_lease_events WHERE id > %s ORDER BY id",
+                    (mark,))
+    new_grant_at = pool.one("SELECT leased_at FROM proxies WHERE id = %s", (proxy_id,))
+    assert rows == [("released", "taken_over", "c1_1", new_grant_at), ("granted", "direct_update", "other_1", new_grant_at)]
+    # The README's "who held it at T" query: at the takeover itself, and after it, the new holder.
+    for moment in (new_grant_at, "infinity"):
+        assert pool.one("SELECT event || ' ' || worker_id FROM proxy_lease_events WHERE proxy_id = %s "
+                        "AND occurred_at <= %s ORDER BY occurred_at DESC, id DESC LIMIT 1",
+                        (proxy_id, moment)) == "granted other_1"
+
+
+def test_a_block_replaced_while_blocked_is_recorded(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    pool.one("SELECT block_proxy(%s, %s, 'captcha wall', '1 hour')", (proxy_id, token))
+    mark = last_event_id(pool)
+    pool.run("UPDATE proxies SET blocked_reason = 'banned by the site', blocked_until = NULL WHERE id = %s", (proxy_id,))
+    pool.run("UPDATE proxies SET blocked_at = blocked_at WHERE id = %s", (proxy_id,))   # no change, no event
+    pool.run("UPDATE proxy_lease_settings SET quarantine_after_strikes = 1")
+    other, *_ = acquire(pool, "c2_1")
+    pool.run("UPDATE proxies SET is_blocked = true, blocked_reason = 'slow', blocked_until = now() + interval '1 hour' "
+             "WHERE id = %s", (other,))                                                # a cooldown, while held
+    assert pool.one("SELECT release_container_proxies('c2')") == 1                    # a strike: quarantined
+
+    quarantined = "quarantined after 1 strikes in a row; last: reclaimed from a dead worker"
+    assert pool.all("SELECT proxy_id, event, reason, detail FROM proxy_lease_events WHERE id > %s AND event <> 'granted' "
+                    "ORDER BY id", (mark,)) == [
+        (proxy_id, "blocked", "direct_update", "banned by the site"),
+        (other, "blocked", "direct_update", "slow"),
+        (other, "released", "container_restart", quarantined),
+        (other, "blocked", "quarantined", quarantined),
+    ]
+
+
+def test_a_statement_whose_own_triggers_write_keeps_its_reason(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    task = with_task(pool, "c1_1")
+    # The fleet's own trigger, which fires before the audit trigger (names sort): a blocked proxy fails
+    # its worker's task, and the task trigger runs inside block_proxy's statement.
+    pool.run("""
+        CREATE FUNCTION fail_the_task_of_a_blocked_proxy() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE public.catalog_tasks SET status = 'failed' WHERE worker_id = OLD.worker_id AND status = 'processing';
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER a_fleet_fails_the_task AFTER UPDATE OF is_blocked ON proxies
+            FOR EACH ROW WHEN (NEW.is_blocked) EXECUTE FUNCTION fail_the_task_of_a_blocked_proxy();
+    """)
+    mark = last_event_id(pool)
+    assert pool.one("SELECT block_proxy(%s, %s, 'captcha wall')", (proxy_id, token)) is True
+
+    assert pool.one("SELECT status FROM catalog_tasks WHERE id = %s", (task,)) == "failed"
+    assert pool.all("SELECT event, reason FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,)) == [
+        ("released", "blocked_by_worker"), ("blocked", "blocked_by_worker")]
+
+
+def test_truncate_records_every_held_proxy_as_released(pool):
+    held = [acquire(pool, f"c1_{n}")[0] for n in (1, 2)]
+    mark = last_event_id(pool)
+    pool.run("TRUNCATE proxies CASCADE")
+    assert sorted(events(pool, mark)) == sorted([(held[0], "released", "proxy_deleted", "c1_1"),
+                                                 (held[1], "released", "proxy_deleted", "c1_2")])
+
+
+def test_a_maintenance_role_that_is_not_the_owner_prunes_too(pool):
+    pool.run("INSERT INTO proxy_lease_events (occurred_at, proxy_id, event, reason) "
+             "SELECT now() - interval '40 days', 1, 'granted', 'acquired' FROM generate_series(1, 3)")
+    pool.run("CREATE ROLE fleet_maintenance LOGIN")
+    pool.run("GRANT SELECT, UPDATE ON proxies, catalog_tasks, object_tasks TO fleet_maintenance")
+    pool.run("GRANT SELECT, UPDATE ON stuck_proxies TO fleet_maintenance")   # FOR UPDATE through the view
+    try:
+        with pool.connect() as conn:
+            conn.execute("SET ROLE fleet_maintenance")
+            assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 0)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM proxy_lease_events")
+    finally:
+        pool.run("DROP OWNED BY fleet_maintenance; DROP ROLE fleet_maintenance")
+    assert pool.one("SELECT count(*) FROM proxy_lease_events WHERE occurred_at < now() - interval '30 days'") == 0
+
+
+def test_pruning_reads_only_the_events_past_retention(pool):
+    pool.run("INSERT INTO proxy_lease_events (occurred_at, proxy_id, event, reason) "
+             "SELECT now() - n * interval '1 minute', 1, 'granted', 'acquired' FROM generate_series(1, 20000) n")
+    pool.run("ANALYZE proxy_lease_events")
+    pruned, plans = executed_plans(pool, "SELECT prune_lease_events()")
+    assert pruned == [(0,)]
+    reads = [node for plan in plans for node in plan_nodes(plan)
+             if node.get("Relation Name") == "proxy_lease_events" and node["Node Type"] != "ModifyTable"]
+    assert {(node["Node Type"], node["Index Name"]) for node in reads} == {
+        ("Index Scan", "proxy_lease_events_occurred_at_idx"), ("Index Scan", "proxy_lease_events_pkey")}
+    # Bounded by the cutoff, not a walk through every younger event filtered one by one.
+    oldest_first = next(node for node in reads if node["Index Name"] == "proxy_lease_events_occurred_at_idx")
+    assert "occurred_at <" in oldest_first.get("Index Cond", "") and "Filter" not in oldest_first, oldest_first

@@ -28,6 +28,7 @@ PUBLIC_FUNCTIONS = {
     "requeue_stale_tasks",
     "run_lease_maintenance",
     "tg_proxies__record_lease_events",
+    "tg_proxies__record_lease_events_on_truncate",
     "tg_proxy_lease_events__append_only",
     "summarize_proxy_holders",
     "prune_lease_events",

@@ -24,6 +24,7 @@ def upgrade() -> None:
         "0010_lease_events_table.sql",
         "functions/tg_proxies__keep_lease_consistent.v3.sql",
         "functions/tg_proxies__record_lease_events.v1.sql",
+        "functions/tg_proxies__record_lease_events_on_truncate.v1.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v3.sql",
         "functions/summarize_proxy_holders.v1.sql",
         "functions/release_stuck_proxies.v3.sql",

@@ -20,6 +20,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_lease interval := coalesce(acquire_proxy.lease, (SELECT s.lease_duration FROM public.proxy_lease_settings s));
     v_proxy bigint;
 BEGIN
@@ -59,7 +61,7 @@ BEGIN
        SET is_in_use = false, worker_id = NULL
      WHERE p.worker_id = acquire_proxy.worker_id AND p.is_in_use
        AND p.is_blocked IS TRUE;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
 
     SELECT h.id INTO v_proxy
       FROM public.proxies h
@@ -88,7 +90,7 @@ BEGIN
            leased_until = clock_timestamp() + v_lease
      WHERE p.id = v_proxy
     RETURNING p.id::bigint, public.proxy_address(p), p.lease_token, p.leased_until;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
 END
 $$;
 

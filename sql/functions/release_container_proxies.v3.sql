@@ -15,6 +15,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_prefix text;
     v_freed   integer;
     v_ids     bigint[];
@@ -56,7 +58,7 @@ BEGIN
        SET is_in_use = false, worker_id = NULL, strike_count = p.strike_count + 1
      WHERE p.id = ANY (v_ids);
     GET DIAGNOSTICS v_freed = ROW_COUNT;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
 
     RAISE LOG 'release_container_proxies: freed % proxies of restarted container % held by % worker(s): %',
               v_freed, release_container_proxies.container_id, cardinality(v_workers),

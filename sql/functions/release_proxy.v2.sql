@@ -9,6 +9,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_found boolean;
 BEGIN
     IF release_proxy.proxy_id IS NULL OR release_proxy.lease_token IS NULL THEN
@@ -24,7 +26,7 @@ BEGIN
        AND p.is_in_use
        AND p.leased_until > clock_timestamp();
     v_found := FOUND;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
     RETURN v_found;
 END
 $$;

@@ -18,6 +18,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_ids     bigint[];
     v_workers text[];
     v_reasons text[];
@@ -46,7 +48,7 @@ BEGIN
         v_freed := v_freed + v_count;
         v_counts := v_counts || format('%s %s', v_reason, v_count);
     END LOOP;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
 
     RAISE LOG 'release_stuck_proxies: freed % stuck proxies (%) held by %', v_freed,
               array_to_string(v_counts, ', '), public.summarize_proxy_holders(v_workers);

@@ -1,6 +1,6 @@
 -- What the sweeper's and the container clean-up's LOG lines say about whose proxies they freed:
 -- the containers, most proxies first, each with its count. A crash of a whole container shows as
--- one name with a large count, as in the incident (8b4f59aa, 16). Twenty names at most, so one
+-- one name with a large count, as in the incident (8b4f59aa (15), b77514be (1)). Twenty names at most, so one
 -- line stays one line whatever happened.
 
 CREATE OR REPLACE FUNCTION public.summarize_proxy_holders(worker_ids text[])

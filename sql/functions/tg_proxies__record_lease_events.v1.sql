@@ -3,8 +3,9 @@
 -- log, and an event exists exactly when its change does (same transaction, same rollback).
 --
 -- The code paths of proxy-leases say why they write in proxy_leases.event_reason: set just before
--- their statement and cleared just after (an error rolls it back with the statement), so a later
--- write in the same transaction is not mislabelled. A function's SET clause would scope it more
+-- their statement and put back as it was just after (an error rolls it back with the statement),
+-- so that a later write in the same transaction is not mislabelled, and a statement whose own
+-- triggers write (a task trigger inside it) keeps its label. A function's SET clause would scope it more
 -- neatly, but PostgreSQL lets only superusers name a custom setting there. A write that sets
 -- none is a direct UPDATE: reason direct_update, or taken_over for a proxy taken from a holder
 -- whose lease ran out. Renewals change neither the grant nor the block and are not logged; the
@@ -25,6 +26,11 @@ DECLARE
     v_was_blocked boolean := TG_OP <> 'INSERT' AND OLD.is_blocked IS TRUE;
     v_is_blocked  boolean := TG_OP <> 'DELETE' AND NEW.is_blocked IS TRUE;
     v_new_grant   boolean := v_is_held AND (NOT v_was_held OR NEW.lease_token <> OLD.lease_token);
+    -- A block begins, or an existing one is replaced: blocked again for another reason or another
+    -- end (block_proxy over an operator's block, quarantine of a proxy in a cooldown).
+    v_new_block   boolean := v_is_blocked AND (NOT v_was_blocked
+                                              OR NEW.blocked_reason IS DISTINCT FROM OLD.blocked_reason
+                                              OR NEW.blocked_until IS DISTINCT FROM OLD.blocked_until);
     v_now         timestamptz := clock_timestamp();
     -- Who, as the session sees itself: SET ROLE counts (current_user here is this function's owner).
     v_user        text := coalesce(nullif(current_setting('role'), 'none'), session_user);
@@ -33,14 +39,18 @@ BEGIN
         INSERT INTO public.proxy_lease_events
             (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until,
              detail, db_user)
-        VALUES (CASE WHEN TG_OP = 'UPDATE' AND NOT v_is_held THEN coalesce(NEW.released_at, v_now) ELSE v_now END,
+        -- A takeover ends the old grant when the new one begins, so that the history of a proxy reads
+        -- in order: released, then granted, never two holders at once.
+        VALUES (CASE WHEN TG_OP = 'DELETE' THEN v_now
+                     WHEN v_is_held THEN coalesce(NEW.leased_at, v_now)
+                     ELSE coalesce(NEW.released_at, v_now) END,
                 OLD.id, 'released',
                 CASE WHEN TG_OP = 'DELETE' THEN 'proxy_deleted'
                      WHEN v_is_held THEN 'taken_over'
                      ELSE coalesce(v_claimed, 'direct_update') END,
                 OLD.worker_id, OLD.lease_token, OLD.leased_at, coalesce(OLD.renewed_at, OLD.leased_at),
                 OLD.leased_until,
-                CASE WHEN v_is_blocked AND NOT v_was_blocked THEN NEW.blocked_reason END, v_user);
+                CASE WHEN v_new_block THEN NEW.blocked_reason END, v_user);
     END IF;
 
     IF v_new_grant THEN
@@ -50,9 +60,9 @@ BEGIN
                 NEW.worker_id, NEW.lease_token, NEW.leased_at, NEW.renewed_at, NEW.leased_until, v_user);
     END IF;
 
-    IF v_is_blocked AND NOT v_was_blocked THEN
+    IF v_new_block THEN
         INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
-        VALUES (coalesce(NEW.blocked_at, v_now), NEW.id, 'blocked',
+        VALUES (CASE WHEN v_was_blocked THEN v_now ELSE coalesce(NEW.blocked_at, v_now) END, NEW.id, 'blocked',
                 -- The proxies trigger quarantines a proxy whose strikes reach the threshold, whatever the
                 -- statement meant: this block is quarantine, with no end.
                 CASE WHEN TG_OP = 'UPDATE' AND NEW.strike_count > OLD.strike_count
@@ -71,6 +81,7 @@ $$;
 
 COMMENT ON FUNCTION public.tg_proxies__record_lease_events() IS
     'Trigger on proxies: appends to proxy_lease_events a released event when a grant ends, a granted '
-    'event when a new one begins, and a blocked or unblocked event when the block changes, with the '
+    'event when a new one begins (a takeover: released, then granted, at the same time), a blocked event '
+    'when a block begins or is replaced (another reason or end) and an unblocked event when it ends, with the '
     'reason the writing code path set in proxy_leases.event_reason (direct_update when none did). '
     'Renewals are not logged.';

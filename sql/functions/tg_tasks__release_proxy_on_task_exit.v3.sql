@@ -18,6 +18,8 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     -- Still in processing here means another worker has it now.
     v_strike integer := CASE WHEN TG_OP = 'UPDATE' AND NEW.status IN ('pending', 'processing') THEN 1 ELSE 0 END;
 BEGIN
@@ -42,7 +44,7 @@ BEGIN
                               WHERE h.worker_id = OLD.worker_id AND h.is_in_use
                               ORDER BY h.id
                                 FOR UPDATE SKIP LOCKED));
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
 
     RETURN NULL;
 END

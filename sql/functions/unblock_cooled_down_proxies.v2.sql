@@ -9,6 +9,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_unblocked integer;
 BEGIN
     PERFORM set_config('proxy_leases.event_reason', 'cooldown_over', true);
@@ -20,7 +22,7 @@ BEGIN
                               ORDER BY b.id
                                 FOR UPDATE SKIP LOCKED));
     GET DIAGNOSTICS v_unblocked = ROW_COUNT;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
     RETURN v_unblocked;
 END
 $$;

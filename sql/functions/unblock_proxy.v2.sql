@@ -9,6 +9,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_found boolean;
 BEGIN
     PERFORM set_config('proxy_leases.event_reason', 'unblocked_by_operator', true);
@@ -16,7 +18,7 @@ BEGIN
        SET is_blocked = false, strike_count = 0
      WHERE p.id = unblock_proxy.proxy_id AND p.is_blocked;
     v_found := FOUND;
-    PERFORM set_config('proxy_leases.event_reason', '', true);
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
     IF v_found THEN
         RETURN true;
     END IF;

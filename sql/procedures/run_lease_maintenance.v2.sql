@@ -5,16 +5,14 @@
 --
 -- A procedure, so that it can COMMIT: call it outside a transaction block. Procedures that COMMIT
 -- cannot carry a SET clause, so every name here is schema-qualified instead.
--- v1 returned three counts; an added INOUT argument makes a new signature, so v1 goes first (a
--- CALL with no arguments would otherwise match both).
-
-DROP PROCEDURE IF EXISTS public.run_lease_maintenance(integer, integer, integer);
+-- The pruning count is in the LOG line only: the three INOUT arguments stay as they were, so a
+-- scheduler's prepared CALL, and a run in flight while this is installed, are not broken by a new
+-- result type.
 
 CREATE OR REPLACE PROCEDURE public.run_lease_maintenance(
     INOUT requeued_tasks integer DEFAULT NULL,
     INOUT released_proxies integer DEFAULT NULL,
-    INOUT unblocked_proxies integer DEFAULT NULL,
-    INOUT pruned_events integer DEFAULT NULL)
+    INOUT unblocked_proxies integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -23,6 +21,7 @@ DECLARE
     v_started     timestamptz := clock_timestamp();
     v_counts      integer[] := '{}';
     v_count       integer;
+    v_pruned      integer;
     v_failures    text[] := '{}';
     v_first_state text;
     v_state       text;
@@ -44,14 +43,14 @@ BEGIN
     requeued_tasks := v_counts[1];
     released_proxies := v_counts[2];
     unblocked_proxies := v_counts[3];
-    pruned_events := v_counts[4];
+    v_pruned := v_counts[4];
 
     IF coalesce(requeued_tasks, 0) + coalesce(released_proxies, 0) + coalesce(unblocked_proxies, 0)
-       + coalesce(pruned_events, 0) > 0 THEN
+       + coalesce(v_pruned, 0) > 0 THEN
         RAISE LOG 'run_lease_maintenance: requeued % stale tasks, freed % stuck proxies, unblocked % proxies, '
                   'pruned % events in % ms',
                   coalesce(requeued_tasks::text, 'no'), coalesce(released_proxies::text, 'no'),
-                  coalesce(unblocked_proxies::text, 'no'), coalesce(pruned_events::text, 'no'),
+                  coalesce(unblocked_proxies::text, 'no'), coalesce(v_pruned::text, 'no'),
                   round(extract(epoch FROM clock_timestamp() - v_started) * 1000);
     END IF;
 
@@ -65,8 +64,9 @@ BEGIN
 END
 $$;
 
-COMMENT ON PROCEDURE public.run_lease_maintenance(integer, integer, integer, integer) IS
+COMMENT ON PROCEDURE public.run_lease_maintenance(integer, integer, integer) IS
     'The scheduled job (CALL run_lease_maintenance(), outside a transaction block): requeue_stale_tasks, '
     'release_stuck_proxies, unblock_cooled_down_proxies, prune_lease_events, each committed on its own; '
-    'returns the four counts and, when any is above 0, writes them in one LOG line. If a step fails the '
+    'returns the first three counts and, when any of the four is above 0, writes them all in one LOG line. '
+    'If a step fails the '
     'others still run and commit, and the call then raises the first error, every failure in DETAIL.';

@@ -2,7 +2,7 @@
 -- and free (the three add up to total), and how many of those in use the next sweep frees.
 -- "Stuck" is stuck_proxies, the sweeper's own definition, counted, not copied.
 --
--- Cost: one pass over proxies for the four counts (a parallel sequential scan; about 35 ms at
+-- Cost: one pass over proxies for the four counts (a parallel sequential scan; 65 to 80 ms at
 -- 1,000,000 proxies, measured), plus stuck_proxies, which reads only the held proxies through
 -- their partial index and the task tables through theirs. Fine for a dashboard every few seconds;
 -- not a query to run per task.
