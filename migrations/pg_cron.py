@@ -40,19 +40,25 @@ def history_job_name(dbname: str) -> str:
 
 
 def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    """A SQL string literal, whatever standard_conforming_strings says: E'' where there is a backslash."""
+    quoted = "'" + text.replace("'", "''") + "'"
+    return "E" + quoted.replace("\\", "\\\\") if "\\" in text else quoted
 
 
 def history_command(app_db: str, retention: str) -> str:
     """Delete this database's job runs older than `retention`: the maintenance job's and this job's own,
-    found by name, and those of jobs since replaced (a re-schedule gives a new jobid), found by command."""
+    found by name, and those of jobs since replaced (a re-schedule gives a new jobid), found by command:
+    the maintenance in the fleet's database, and this job's earlier versions here, which name it."""
     names = ", ".join(_literal(name) for name in (job_name(app_db), history_job_name(app_db)))
     commands = ", ".join(_literal(command) for command in (MAINTENANCE_COMMAND, SWEEP_COMMAND))
+    own_mark = _literal(f"database = {_literal(app_db)} AND command IN")
     return (
         "DELETE FROM cron.job_run_details"
         f" WHERE coalesce(end_time, start_time) < now() - interval {_literal(retention)}"
         f" AND (jobid IN (SELECT jobid FROM cron.job WHERE jobname IN ({names}))"
-        f" OR (database = {_literal(app_db)} AND command IN ({commands})))"
+        f" OR (database = {_literal(app_db)} AND command IN ({commands}))"
+        " OR (database = current_database() AND starts_with(command, 'DELETE FROM cron.job_run_details')"
+        f" AND strpos(command, {own_mark}) > 0))"
     )
 
 
@@ -138,7 +144,10 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     """
     mode = cron_mode()
     if mode == "off":
-        log.info("cron=off: pg_cron left alone; run %r from your own scheduler", command)
+        app_db = (context.config.attributes.get("offline_database") or "<this database>"
+                  if op.get_context().as_sql else op.get_bind().engine.url.database)
+        log.info("cron=off: pg_cron left alone; run %r from your own scheduler",
+                 command(app_db) if callable(command) else command)
         return
     if op.get_context().as_sql:
         _print_offline_instructions(op, scheduling=True, command=command, name=name, schedule=schedule,

@@ -6,7 +6,8 @@ import time
 import psycopg
 import pytest
 
-from migrations.pg_cron import MAINTENANCE_COMMAND, PgCronUnavailable, history_job_name, job_name
+from migrations.pg_cron import (MAINTENANCE_COMMAND, PgCronUnavailable, _literal, history_command, history_job_name,
+                                job_name)
 from tests.helpers import HEAD, Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
@@ -135,7 +136,10 @@ def test_pg_crons_run_history_of_this_databases_jobs_is_pruned_and_nobody_elses(
         runs = [(ours, database.name, MAINTENANCE_COMMAND, "3 days"), (ours, database.name, MAINTENANCE_COMMAND, "1 day"),
                 (replaced, database.name, MAINTENANCE_COMMAND, "3 days"),
                 (theirs, neighbour.name, MAINTENANCE_COMMAND, "3 days"),
-                (replaced + 1, database.name, "SELECT 'someone else''s job'", "3 days")]
+                (replaced + 1, database.name, "SELECT 'someone else''s job'", "3 days"),
+                # Earlier versions of the pruning jobs themselves, in the pg_cron database: ours and theirs.
+                (replaced + 2, CRON_DATABASE, history_command(database.name, "5 days"), "3 days"),
+                (replaced + 3, CRON_DATABASE, history_command(neighbour.name, "5 days"), "3 days")]
         for run_jobid, dbname, command, age in runs:
             conn.execute("INSERT INTO cron.job_run_details (jobid, runid, database, username, command, status, "
                          "start_time, end_time) VALUES (%s, nextval('cron.runid_seq'), %s, 'postgres', %s, "
@@ -147,13 +151,22 @@ def test_pg_crons_run_history_of_this_databases_jobs_is_pruned_and_nobody_elses(
                             (history_job_name(database.name),)).fetchone() == ("17 * * * *", CRON_DATABASE)
         conn.execute(prune)
         left = conn.execute("SELECT jobid, end_time > now() - interval '2 days' FROM cron.job_run_details "
-                            "WHERE jobid IN (%s, %s, %s, %s) ORDER BY 1, 2",
-                            (ours, theirs, replaced, replaced + 1)).fetchall()
-    assert left == sorted([(ours, True), (theirs, False), (replaced + 1, False)])
+                            "WHERE jobid IN (%s, %s, %s, %s, %s, %s) ORDER BY 1, 2",
+                            (ours, theirs, replaced, replaced + 1, replaced + 2, replaced + 3)).fetchall()
+    assert left == sorted([(ours, True), (theirs, False), (replaced + 1, False), (replaced + 3, False)])
 
     database.downgrade("0010_lease_events", cron="auto")
     assert history_job_name(database.name) not in [row[0] for row in jobs(pg_server)]
     assert history_job_name(neighbour.name) in [row[0] for row in jobs(pg_server)]
+
+
+@pytest.mark.parametrize("standard_conforming_strings", ["on", "off"])
+def test_names_in_a_job_command_are_quoted_whatever_the_string_syntax(db, standard_conforming_strings):
+    with db.connect() as conn:
+        conn.execute(f"SET standard_conforming_strings = {standard_conforming_strings}")
+        conn.execute("SET escape_string_warning = off")
+        for text in ("fleet", "it's", "back\\slash", "a\\'; DROP TABLE proxies; --"):
+            assert conn.execute(f"SELECT {_literal(text)}").fetchone() == (text,)
 
 
 def test_a_malformed_history_retention_stops_the_upgrade_before_anything_is_scheduled(fresh_database, pg_server):
