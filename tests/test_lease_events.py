@@ -231,7 +231,8 @@ def test_renewals_are_not_logged_but_the_last_one_is_kept_as_the_last_sign_of_li
     pool.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '1 second' WHERE id = %s", (task,))
     beat_renewed_at = pool.one("SELECT renewed_at FROM proxies WHERE id = %s", (proxy_id,))
     assert beat_renewed_at > renewed_at
-    pool.run("UPDATE proxies SET leased_until = leased_until - interval '1 minute', renewed_at = now() + interval "
+    # A lease end put in the past (an expiry by hand) is no sign of life; renewed_at cannot be written.
+    pool.run("UPDATE proxies SET leased_until = now() - interval '1 second', renewed_at = now() + interval "
              "'1 hour' WHERE id = %s", (proxy_id,))
     assert pool.one("SELECT renewed_at FROM proxies WHERE id = %s", (proxy_id,)) == beat_renewed_at
     assert events(pool, mark) == []
@@ -307,7 +308,8 @@ def test_a_takeover_ends_the_old_grant_when_the_new_one_begins(pool):
     # The README's "who held it at T" query: at the takeover itself, and after it, the new holder.
     for moment in (new_grant_at, "infinity"):
         assert pool.one("SELECT event || ' ' || worker_id FROM proxy_lease_events WHERE proxy_id = %s "
-                        "AND occurred_at <= %s ORDER BY occurred_at DESC, id DESC LIMIT 1",
+                        "AND event IN ('granted', 'released') AND occurred_at <= %s "
+                        "ORDER BY occurred_at DESC, id DESC LIMIT 1",
                         (proxy_id, moment)) == "granted other_1"
 
 
@@ -372,6 +374,13 @@ def test_a_maintenance_role_that_is_not_the_owner_prunes_too(pool):
     try:
         with pool.connect() as conn:
             conn.execute("SET ROLE fleet_maintenance")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:   # not everyone prunes
+                conn.execute("CALL run_lease_maintenance()")
+            assert "prune_lease_events()" in refused.value.diag.message_detail
+            assert "1 of 4 steps failed" in refused.value.diag.message_primary
+            conn.execute("RESET ROLE")
+            conn.execute("GRANT EXECUTE ON FUNCTION prune_lease_events(integer) TO fleet_maintenance")
+            conn.execute("SET ROLE fleet_maintenance")
             assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 0)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("DELETE FROM proxy_lease_events")
@@ -393,3 +402,44 @@ def test_pruning_reads_only_the_events_past_retention(pool):
     # Bounded by the cutoff, not a walk through every younger event filtered one by one.
     oldest_first = next(node for node in reads if node["Index Name"] == "proxy_lease_events_occurred_at_idx")
     assert "occurred_at <" in oldest_first.get("Index Cond", "") and "Filter" not in oldest_first, oldest_first
+
+
+def test_a_cooldown_given_over_an_open_ended_block_is_not_a_quarantine(pool):
+    pool.run("UPDATE proxy_lease_settings SET quarantine_after_strikes = 3")
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    pool.run("UPDATE proxies SET strike_count = 2, is_blocked = true, blocked_reason = 'operator' WHERE id = %s",
+             (proxy_id,))
+    mark = last_event_id(pool)
+    assert pool.one("SELECT block_proxy(%s, %s, 'HTTP 403', '10 minutes')", (proxy_id, token)) is True
+
+    assert pool.one("SELECT blocked_until > now(), blocked_reason FROM proxies WHERE id = %s", (proxy_id,)) == (
+        True, "HTTP 403")
+    assert pool.all("SELECT event, reason, detail FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,)) == [
+        ("released", "blocked_by_worker", "HTTP 403"), ("blocked", "blocked_by_worker", "HTTP 403")]
+
+
+def test_a_renewal_for_less_time_than_is_left_is_still_a_sign_of_life(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1", lease="1 hour")
+    assert pool.one("SELECT renew_proxy_lease(%s, %s)", (proxy_id, token)) is not None
+    assert pool.one("SELECT renewed_at > leased_at, leased_until < now() + interval '10 minutes' FROM proxies "
+                    "WHERE id = %s", (proxy_id,)) == (True, True)
+
+
+def test_truncate_outside_read_committed_is_refused(pool):
+    acquire(pool, "c1_1")
+    mark = last_event_id(pool)
+    with pool.connect(autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            conn.execute("TRUNCATE proxies CASCADE")
+        assert "READ COMMITTED" in refused.value.diag.message_hint
+    assert pool.one("SELECT count(*) FROM proxies") == 5 and events(pool, mark) == []
+
+
+def test_an_unblock_and_a_grant_in_one_statement_read_in_order(pool):
+    pool.run("UPDATE proxies SET is_blocked = true, blocked_reason = 'slow' WHERE id = 1")
+    mark = last_event_id(pool)
+    pool.run("UPDATE proxies SET is_blocked = false, is_in_use = true, worker_id = 'c1_1' WHERE id = 1")
+    rows = pool.all("SELECT event, occurred_at FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,))
+    assert [event for event, _ in rows] == ["unblocked", "granted"]
+    assert rows[0][1] == rows[1][1] == pool.one("SELECT leased_at FROM proxies WHERE id = 1")

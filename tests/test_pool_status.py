@@ -1,8 +1,11 @@
 """The pool in one query, recovery times as figures, and the LOG lines of every sweep that frees something."""
 
+import re
+
+import psycopg
 import pytest
 
-from tests.helpers import acquire, executed_plans, past_the_grace, scans, sweep
+from tests.helpers import ROOT, acquire, executed_plans, past_the_grace, scans, sweep
 
 
 @pytest.fixture
@@ -155,3 +158,27 @@ def test_the_log_line_names_at_most_twenty_containers(pool):
     past_the_grace(pool)
     (line,) = log_lines(pool, "SELECT release_stuck_proxies()")
     assert line.endswith("25 container(s): " + ", ".join(f"c{n:02d} (1)" for n in range(20)) + " and 5 more"), line
+
+
+def test_a_monitoring_role_with_only_the_readmes_grant_reads_every_view(pool):
+    acquire(pool, "c1_1")                 # held, no task: stuck once the grace has passed
+    acquire(pool, "c1_2")
+    pool.run("INSERT INTO object_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c1_2', now())")
+    past_the_grace(pool)
+    readme = (ROOT / "README.md").read_text()
+    grant = re.search(r"GRANT SELECT ON proxy_pool_status.*? TO monitoring;", readme, re.S).group(0)
+    pool.run("CREATE ROLE monitoring")
+    try:
+        pool.run(grant)
+        with pool.connect() as conn:
+            conn.execute("SET ROLE monitoring")
+            assert conn.execute("SELECT in_use, stuck FROM proxy_pool_status").fetchone() == (2, 1)
+            assert conn.execute("SELECT proxies_held, tasks_processing, proxies_stuck FROM proxy_pool_by_container"
+                                ).fetchall() == [(2, 1, 1)]
+            for view in ("stuck_proxies", "proxy_lease_events", "proxy_recoveries", "proxy_recovery_by_hour"):
+                conn.execute(f"SELECT * FROM {view}").fetchall()
+            for table in ("catalog_tasks", "object_tasks"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"SELECT * FROM {table}")
+    finally:
+        pool.run("DROP OWNED BY monitoring; DROP ROLE monitoring")

@@ -4,8 +4,8 @@
 -- WAL all at once. The oldest events go first, through the index on occurred_at: the cutoff is
 -- computed once, so the planner bounds that index scan by it instead of reading every younger event
 -- (a million events: 0.3 ms instead of 300 ms when nothing is due).
--- SECURITY DEFINER: whoever runs the maintenance may prune, though no fleet role may write the trail;
--- what goes is decided by event_retention, which only the owner can change.
+-- SECURITY DEFINER: a maintenance role granted EXECUTE may prune, though no fleet role may write the
+-- trail; what goes is decided by event_retention, which only the owner can change.
 
 CREATE OR REPLACE FUNCTION public.prune_lease_events(batch_size integer DEFAULT 50000)
 RETURNS integer
@@ -41,5 +41,5 @@ $$;
 COMMENT ON FUNCTION public.prune_lease_events(integer) IS
     'Deletes up to batch_size (default 50000) of the oldest proxy_lease_events older than '
     'proxy_lease_settings.event_retention and returns how many; nothing when event_retention is NULL. '
-    'Run by the scheduled maintenance; runs as its owner, so any role running the maintenance may call it. '
+    'Run by the scheduled maintenance. Runs as its owner; EXECUTE is not granted to PUBLIC. '
     'A batch_size below 1 raises 22023.';

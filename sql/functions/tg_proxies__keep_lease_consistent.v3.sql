@@ -9,8 +9,8 @@
 --     a release that counts no strike, of a proxy not blocked, is a clean one and clears the strikes;
 --   * strikes reaching quarantine_after_strikes block the proxy until unblock_proxy;
 --   * block details exist only while blocked;
---   * renewed_at is the holder's last sign of life: the grant, then every write that moves the
---     lease end forward (renew_proxy_lease, a task heartbeat, acquire_proxy asked again).
+--   * renewed_at is the holder's last sign of life: the grant, then every write that sets a new
+--     lease end still ahead (renew_proxy_lease, a task heartbeat, acquire_proxy asked again).
 -- SECURITY DEFINER: the fleet's roles write proxies but need no rights on the settings or the sequence.
 
 CREATE OR REPLACE FUNCTION public.tg_proxies__keep_lease_consistent()
@@ -49,7 +49,12 @@ BEGIN
         ELSE
             -- Held since before tokens existed: the backfill (or this write) gives it one.
             NEW.lease_token := coalesce(OLD.lease_token, NEW.lease_token, nextval('public.proxy_lease_token_seq'));
-            NEW.renewed_at := CASE WHEN NEW.leased_until > OLD.leased_until THEN v_now
+            -- A new lease end still ahead is a renewal, shorter or longer (a worker that acquired for
+            -- an hour renews for the default five minutes); one in the past is an expiry, not a sign
+            -- of life; none (NULL) gets the default lease below.
+            NEW.renewed_at := CASE WHEN NEW.leased_until IS NULL
+                                        OR (NEW.leased_until IS DISTINCT FROM OLD.leased_until
+                                            AND NEW.leased_until > v_now) THEN v_now
                                    ELSE coalesce(OLD.renewed_at, OLD.leased_at) END;
         END IF;
         IF NEW.leased_until IS NULL THEN
@@ -104,7 +109,7 @@ $$;
 COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + '
     'lease_duration (unless the statement set leased_until) and renewed_at = now, which every later '
-    'write moving leased_until forward stamps again; on a held proxy, is_in_use = false or '
+    'write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or '
     'worker_id = NULL frees it completely and stamps released_at, and a release of an unblocked proxy '
     'that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; '
     'taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a '

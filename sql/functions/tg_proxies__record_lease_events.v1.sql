@@ -32,19 +32,24 @@ DECLARE
                                               OR NEW.blocked_reason IS DISTINCT FROM OLD.blocked_reason
                                               OR NEW.blocked_until IS DISTINCT FROM OLD.blocked_until);
     v_now         timestamptz := clock_timestamp();
+    -- When the change happened, as the proxies trigger stamped it before the write (a grant's
+    -- leased_at, a release's released_at, a block's blocked_at: one clock reading per row), so that
+    -- the events of one change share it.
+    v_at          timestamptz := CASE WHEN TG_OP = 'DELETE' THEN v_now
+                                      WHEN v_new_grant THEN coalesce(NEW.leased_at, v_now)
+                                      WHEN v_was_held AND NOT v_is_held THEN coalesce(NEW.released_at, v_now)
+                                      WHEN v_is_blocked AND NOT v_was_blocked THEN coalesce(NEW.blocked_at, v_now)
+                                      ELSE v_now END;
     -- Who, as the session sees itself: SET ROLE counts (current_user here is this function's owner).
     v_user        text := coalesce(nullif(current_setting('role'), 'none'), session_user);
 BEGIN
+    -- In the order a reader expects: the old grant ends and the block lifts before a new grant
+    -- begins; a block comes last. A takeover is released, then granted: never two holders at once.
     IF v_was_held AND (NOT v_is_held OR v_new_grant) THEN
         INSERT INTO public.proxy_lease_events
             (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until,
              detail, db_user)
-        -- A takeover ends the old grant when the new one begins, so that the history of a proxy reads
-        -- in order: released, then granted, never two holders at once.
-        VALUES (CASE WHEN TG_OP = 'DELETE' THEN v_now
-                     WHEN v_is_held THEN coalesce(NEW.leased_at, v_now)
-                     ELSE coalesce(NEW.released_at, v_now) END,
-                OLD.id, 'released',
+        VALUES (v_at, OLD.id, 'released',
                 CASE WHEN TG_OP = 'DELETE' THEN 'proxy_deleted'
                      WHEN v_is_held THEN 'taken_over'
                      ELSE coalesce(v_claimed, 'direct_update') END,
@@ -53,26 +58,30 @@ BEGIN
                 CASE WHEN v_new_block THEN NEW.blocked_reason END, v_user);
     END IF;
 
+    IF v_was_blocked AND NOT v_is_blocked AND TG_OP = 'UPDATE' THEN
+        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
+        VALUES (v_at, NEW.id, 'unblocked', coalesce(v_claimed, 'direct_update'), OLD.blocked_reason, v_user);
+    END IF;
+
     IF v_new_grant THEN
         INSERT INTO public.proxy_lease_events
             (occurred_at, proxy_id, event, reason, worker_id, lease_token, leased_at, renewed_at, leased_until, db_user)
-        VALUES (coalesce(NEW.leased_at, v_now), NEW.id, 'granted', coalesce(v_claimed, 'direct_update'),
+        VALUES (v_at, NEW.id, 'granted', coalesce(v_claimed, 'direct_update'),
                 NEW.worker_id, NEW.lease_token, NEW.leased_at, NEW.renewed_at, NEW.leased_until, v_user);
     END IF;
 
     IF v_new_block THEN
         INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
-        VALUES (CASE WHEN v_was_blocked THEN v_now ELSE coalesce(NEW.blocked_at, v_now) END, NEW.id, 'blocked',
+        VALUES (v_at, NEW.id, 'blocked',
                 -- The proxies trigger quarantines a proxy whose strikes reach the threshold, whatever the
-                -- statement meant: this block is quarantine, with no end.
-                CASE WHEN TG_OP = 'UPDATE' AND NEW.strike_count > OLD.strike_count
-                          AND NEW.strike_count >= (SELECT s.quarantine_after_strikes FROM public.proxy_lease_settings s)
+                -- statement meant, and says so in blocked_reason: read it from the row it wrote, not
+                -- from the settings again.
+                CASE WHEN TG_OP = 'UPDATE' AND NEW.strike_count > OLD.strike_count AND NEW.blocked_until IS NULL
+                          AND starts_with(NEW.blocked_reason,
+                                          format('quarantined after %s strikes in a row; ', NEW.strike_count))
                      THEN 'quarantined'
                      ELSE coalesce(v_claimed, 'direct_update') END,
                 NEW.blocked_reason, v_user);
-    ELSIF v_was_blocked AND NOT v_is_blocked AND TG_OP = 'UPDATE' THEN
-        INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
-        VALUES (v_now, NEW.id, 'unblocked', coalesce(v_claimed, 'direct_update'), OLD.blocked_reason, v_user);
     END IF;
 
     RETURN NULL;
