@@ -100,6 +100,11 @@ def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
     return sa.create_engine(bind.engine.url.set(database=cron_db), poolclass=pool.NullPool)
 
 
+def _current_database(bind: sa.Connection) -> str:
+    # Not the URL's: a URL may name no database (libpq then takes PGDATABASE or the user name).
+    return bind.exec_driver_sql("SELECT current_database()").scalar()
+
+
 def _databases(bind: sa.Connection) -> tuple[str, str | None]:
     """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded).
 
@@ -145,7 +150,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     mode = cron_mode()
     if mode == "off":
         app_db = (context.config.attributes.get("offline_database") or "<this database>"
-                  if op.get_context().as_sql else op.get_bind().engine.url.database)
+                  if op.get_context().as_sql else _current_database(op.get_bind()))
         log.info("cron=off: pg_cron left alone; run %r from your own scheduler",
                  command(app_db) if callable(command) else command)
         return
@@ -155,7 +160,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
         return
 
     bind = op.get_bind()
-    sql = command(bind.engine.url.database) if callable(command) else command
+    sql = command(_current_database(bind)) if callable(command) else command
     try:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
@@ -208,7 +213,7 @@ def unschedule_job(op, name=job_name) -> None:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
         log.warning("could not tell where pg_cron lives (%s): remove job %r by hand", error.orig,
-                    name(bind.engine.url.database))
+                    name(_current_database(bind)))
         return
     if cron_db is None:
         return

@@ -3,10 +3,12 @@
 import hashlib
 import subprocess
 
+import psycopg
 import pytest
 
 from migrations.sql_files import SQL_DIR, pinned_checksums
 from tests.helpers import HEAD, ROOT, alembic_cli
+from tools.throwaway_postgres import CRON_DATABASE
 
 PUBLIC_FUNCTIONS = {
     "release_stuck_proxies",
@@ -148,6 +150,24 @@ def test_the_command_line_takes_a_plain_postgresql_url_from_database_url(fresh_d
     assert result.returncode == 0, result.stderr
     assert "Running upgrade 0008_pool_indexes -> 0009_maintenance_schedule" in result.stderr
     assert database.one("SELECT version_num FROM alembic_version") == HEAD
+
+
+def test_a_url_that_names_no_database_upgrades_the_one_libpq_picks(fresh_database, pg_server):
+    database = fresh_database()
+    database.upgrade("0010_lease_events", cron="off")
+    server_url = database.url.rsplit("/", 1)[0]
+    for cron in ("off", "auto"):       # the pg_cron job commands are built from current_database()
+        result = alembic_cli("upgrade", "head", env={"DATABASE_URL": server_url, "PGDATABASE": database.name,
+                                                     "PROXY_LEASES_CRON": cron})
+        assert result.returncode == 0, result.stderr
+        assert database.one("SELECT version_num FROM alembic_version") == HEAD
+        if cron == "off":
+            database.downgrade("0010_lease_events", cron="off")
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job WHERE jobname = %s AND strpos(command, %s) > 0",
+                            (f"proxy_leases_prune_history.{database.name}", f"database = '{database.name}'")
+                            ).fetchone() == (1,)
+    database.downgrade("0010_lease_events", cron="auto")
 
 
 def test_the_command_line_without_a_database_says_what_to_set():
