@@ -182,3 +182,15 @@ def test_a_monitoring_role_with_only_the_readmes_grant_reads_every_view(pool):
                     conn.execute(f"SELECT * FROM {table}")
     finally:
         pool.run("DROP OWNED BY monitoring; DROP ROLE monitoring")
+
+
+def test_a_line_break_in_a_worker_id_cannot_forge_a_log_line(pool):
+    # acquire_proxy refuses such ids; the fleet's legacy UPDATE does not.
+    for proxy_id, worker in ((1, "dead\nLOG:  all is well_1"), (2, "8b4f59aa_1\nLOG:  all is well")):
+        pool.run("UPDATE proxies SET is_in_use = true, worker_id = %s WHERE id = %s", (worker, proxy_id))
+    past_the_grace(pool)
+    assert log_lines(pool, "SELECT release_container_proxies('8b4f59aa')") == [
+        "release_container_proxies: freed 1 proxies of restarted container 8b4f59aa held by 1 worker(s): "
+        "8b4f59aa_1?LOG:  all is well"]
+    assert log_lines(pool, "SELECT release_stuck_proxies()") == [
+        "release_stuck_proxies: freed 1 stuck proxies (orphaned 1) held by 1 container(s): dead?LOG:  all is well (1)"]

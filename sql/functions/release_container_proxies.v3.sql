@@ -62,7 +62,8 @@ BEGIN
 
     RAISE LOG 'release_container_proxies: freed % proxies of restarted container % held by % worker(s): %',
               v_freed, release_container_proxies.container_id, cardinality(v_workers),
-              array_to_string(v_workers[1:20], ', ') || CASE WHEN cardinality(v_workers) > 20
+              -- The worker part after the prefix is the fleet's text: no line break reaches the log.
+              regexp_replace(array_to_string(v_workers[1:20], ', '), '[[:cntrl:]]', '?', 'g') || CASE WHEN cardinality(v_workers) > 20
                                                           THEN format(' and %s more', cardinality(v_workers) - 20)
                                                           ELSE '' END;
     RETURN v_freed;

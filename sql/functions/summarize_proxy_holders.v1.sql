@@ -15,7 +15,9 @@ AS $$
                   CASE WHEN count(*) > 20 THEN format(' and %s more', count(*) - 20) ELSE '' END)
       FROM (SELECT h.container_id, count(*) AS proxies,
                    row_number() OVER (ORDER BY count(*) DESC, h.container_id) AS rank
-              FROM (SELECT coalesce(split_part(w.worker_id, '_', 1), '(no worker)') AS container_id
+              -- A worker id is the fleet's text: a line break in one must not start a forged log line.
+              FROM (SELECT coalesce(regexp_replace(split_part(w.worker_id, '_', 1), '[[:cntrl:]]', '?', 'g'),
+                                    '(no worker)') AS container_id
                       FROM unnest($1) AS w(worker_id)) h
              GROUP BY h.container_id) c
 $$;
@@ -23,4 +25,5 @@ $$;
 COMMENT ON FUNCTION public.summarize_proxy_holders(text[]) IS
     'Given the worker ids of freed proxies, says which containers held them: "2 container(s): 8b4f59aa (15), '
     'e1bf8c63 (1)", most proxies first, at most 20 named. A container is the part of a worker id before '
-    'the first "_". Used by the LOG lines of release_stuck_proxies and release_container_proxies.';
+    'the first "_"; control characters in it are shown as "?". Used by the LOG lines of release_stuck_proxies '
+    'and release_container_proxies.';
