@@ -443,3 +443,10 @@ def test_an_unblock_and_a_grant_in_one_statement_read_in_order(pool):
     rows = pool.all("SELECT event, occurred_at FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,))
     assert [event for event, _ in rows] == ["unblocked", "granted"]
     assert rows[0][1] == rows[1][1] == pool.one("SELECT leased_at FROM proxies WHERE id = 1")
+
+
+def test_a_block_worded_like_a_quarantine_below_the_threshold_is_not_one(pool):
+    proxy_id, _, token, _ = acquire(pool, "c1_1")
+    assert pool.one("SELECT block_proxy(%s, %s, 'quarantined after 1 strikes in a row; last: me', NULL)",
+                    (proxy_id, token)) is True
+    assert pool.one("SELECT reason FROM proxy_lease_events WHERE event = 'blocked'") == "blocked_by_worker"

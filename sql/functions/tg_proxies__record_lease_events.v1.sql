@@ -74,11 +74,12 @@ BEGIN
         INSERT INTO public.proxy_lease_events (occurred_at, proxy_id, event, reason, detail, db_user)
         VALUES (v_at, NEW.id, 'blocked',
                 -- The proxies trigger quarantines a proxy whose strikes reach the threshold, whatever the
-                -- statement meant, and says so in blocked_reason: read it from the row it wrote, not
-                -- from the settings again.
+                -- statement meant: an open-ended block, with its own wording in blocked_reason. A
+                -- statement that merely wrote such words, below the threshold, is not a quarantine.
                 CASE WHEN TG_OP = 'UPDATE' AND NEW.strike_count > OLD.strike_count AND NEW.blocked_until IS NULL
                           AND starts_with(NEW.blocked_reason,
                                           format('quarantined after %s strikes in a row; ', NEW.strike_count))
+                          AND NEW.strike_count >= (SELECT s.quarantine_after_strikes FROM public.proxy_lease_settings s)
                      THEN 'quarantined'
                      ELSE coalesce(v_claimed, 'direct_update') END,
                 NEW.blocked_reason, v_user);
