@@ -5,8 +5,8 @@
 -- The code paths of proxy-leases say why they write in proxy_leases.event_reason: set just before
 -- their statement and put back as it was just after (an error rolls it back with the statement),
 -- so that a later write in the same transaction is not mislabelled, and a statement whose own
--- triggers write (a task trigger inside it) keeps its label. A function's SET clause would scope it more
--- neatly, but PostgreSQL lets only superusers name a custom setting there. A write that sets
+-- triggers write (a task trigger inside it) keeps its label. A function's SET clause would scope
+-- it more neatly, but PostgreSQL lets only superusers name a custom setting there. A write that sets
 -- none is a direct UPDATE: reason direct_update, or taken_over for a proxy taken from a holder
 -- whose lease ran out. Renewals change neither the grant nor the block and are not logged; the
 -- released event keeps the grant's last renewal instead (renewed_at), the last sign of life of its
