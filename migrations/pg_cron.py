@@ -105,6 +105,15 @@ def _current_database(bind: sa.Connection) -> str:
     return bind.exec_driver_sql("SELECT current_database()").scalar()
 
 
+def _offline_database() -> str:
+    return context.config.attributes.get("offline_database") or "<this database>"
+
+
+def _command_text(command, app_db: str) -> str:
+    """`command` is the SQL, or a function of the fleet's database name that returns it."""
+    return command(app_db) if callable(command) else command
+
+
 def _databases(bind: sa.Connection) -> tuple[str, str | None]:
     """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded).
 
@@ -112,7 +121,7 @@ def _databases(bind: sa.Connection) -> tuple[str, str | None]:
     aborting the revision's transaction.
     """
     with bind.begin_nested():
-        app_db = bind.exec_driver_sql("SELECT current_database()").scalar()
+        app_db = _current_database(bind)
         libraries = bind.exec_driver_sql("SHOW shared_preload_libraries").scalar() or ""
         if "pg_cron" not in [lib.strip().strip('"') for lib in libraries.split(",")]:
             return app_db, None
@@ -149,10 +158,8 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     """
     mode = cron_mode()
     if mode == "off":
-        app_db = (context.config.attributes.get("offline_database") or "<this database>"
-                  if op.get_context().as_sql else _current_database(op.get_bind()))
-        log.info("cron=off: pg_cron left alone; run %r from your own scheduler",
-                 command(app_db) if callable(command) else command)
+        app_db = _offline_database() if op.get_context().as_sql else _current_database(op.get_bind())
+        log.info("cron=off: pg_cron left alone; run %r from your own scheduler", _command_text(command, app_db))
         return
     if op.get_context().as_sql:
         _print_offline_instructions(op, scheduling=True, command=command, name=name, schedule=schedule,
@@ -160,7 +167,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
         return
 
     bind = op.get_bind()
-    sql = command(_current_database(bind)) if callable(command) else command
+    sql = _command_text(command, _current_database(bind))
     try:
         app_db, cron_db = _databases(bind)
     except sa.exc.DBAPIError as error:
@@ -235,10 +242,10 @@ def unschedule_job(op, name=job_name) -> None:
 def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, name=job_name,
                                 schedule: str | None = None, in_cron_database: bool = False) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
-    app_db = context.config.attributes.get("offline_database") or "<this database>"
+    app_db = _offline_database()
     job = _literal(name(app_db))
     if scheduling:
-        sql = _literal(command(app_db) if callable(command) else command)
+        sql = _literal(_command_text(command, app_db))
         # Offline, the pg_cron version is unknown: every minute works on all of them.
         when = _literal(schedule or option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *")
         schedule_call = (f"SELECT cron.schedule({job}, {when}, {sql});" if in_cron_database
