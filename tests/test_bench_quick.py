@@ -1,5 +1,6 @@
 """The benchmark scripts still run (in a quick mode): their figures are only printed, never asserted."""
 
+import json
 import re
 import subprocess
 import sys
@@ -7,15 +8,31 @@ import sys
 from tests.helpers import ROOT
 
 
-def test_sweep_at_scale_runs_and_frees_what_it_should():
+def test_every_scenario_runs_and_writes_results_and_plots(tmp_path):
+    """scripts/bench --quick: every scenario end to end, its invariants checked by the scenarios themselves."""
     result = subprocess.run(
-        [sys.executable, "bench/sweep_at_scale.py", "--proxies", "2000", "--tasks", "20000", "--runs", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "bench/run.py", "--quick", "--output", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
-    assert result.returncode == 0, result.stderr
-    assert "61 proxies held, 16 of them stuck" in result.stdout
-    for label in ("nothing to free", "16 stuck", "the report's query"):
-        assert re.search(rf"{label}.*\d+\.\d+ ms", result.stdout), result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["scenarios"]) == {"sweep", "acquire", "triggers", "recovery", "size"}
+
+    audits = results["scenarios"]["acquire"]["audits"]
+    assert audits and all(a["grants"] > 0 and a["double_grants"] == a["reused_tokens"] == 0 for a in audits)
+    recovery = results["scenarios"]["recovery"]
+    for path, reason in (("trigger", "requeued"), ("lease", "lease_expired")):
+        (one,) = recovery["paths"][path]
+        assert 0 < one["recovered_s"] <= recovery["bound_s"] and one["reasons"] == [reason], (path, one)
+
+    page = (tmp_path / "results.md").read_text()
+    for heading in ("## Targets", "## 1. Sweep cost vs size", "## 2. Acquisition throughput",
+                    "## 3. Trigger and heartbeat overhead", "## 4. Recovery time", "## 5. Size"):
+        assert heading in page
+    assert len(re.findall(r"\*\*(met|missed)\*\*", page)) == 8, page
+    for plot in ("sweep.png", "acquire.png", "triggers.png", "recovery.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG"), plot
+        assert f"]({plot})" in page
 
 
 def test_acquire_release_runs_and_its_invariants_hold():

@@ -54,6 +54,8 @@ class ThrowawayPostgres:
     port: int = 0
     user: str = SUPERUSER
     preload_pg_cron: bool = True
+    # Extra server settings, e.g. ("fsync=on", "shared_buffers=2GB"); later ones win.
+    settings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.bindir = find_bindir()
@@ -87,6 +89,7 @@ class ThrowawayPostgres:
         ]
         if self.preload_pg_cron:
             options += ["-c shared_preload_libraries=pg_cron", f"-c cron.database_name={CRON_DATABASE}"]
+        options += [f"-c {setting}" for setting in self.settings]
         try:
             self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.datadir,
                       "-l", os.path.join(self.workdir, "server.log"), "-o", " ".join(options))

@@ -1,0 +1,154 @@
+"""What every scenario shares: one throwaway server, databases migrated by Alembic, pgbench, timings.
+
+The server keeps PostgreSQL's durable defaults (fsync and synchronous_commit on), as the fleet's
+database does: a benchmark with fsync off would report commits this machine's disk cannot do.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from tests.helpers import alembic
+from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+
+PGBENCH_SCRIPTS = Path(__file__).resolve().parent / "pgbench"
+LEGACY = "0001_fleet_schema"
+SERVER_SETTINGS: tuple[str, ...] = (
+    "fsync=on",
+    "shared_buffers=2GB",
+    "max_wal_size=8GB",
+    "max_connections=100",
+)
+
+
+class BenchmarkInvariantError(AssertionError):
+    """A scenario's data or outcome is not what it was built to be: its figures would mean nothing."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchmarkInvariantError(message)
+
+
+@dataclass
+class PgbenchRun:
+    cycles_per_second: float
+    latency_ms: float
+    cycles: int
+
+
+@dataclass
+class Harness:
+    """One server for a whole benchmark run; ``quick`` makes every scenario small and short."""
+
+    quick: bool
+    pg: ThrowawayPostgres = field(init=False)
+
+    def __enter__(self) -> "Harness":
+        self.pg = ThrowawayPostgres(preload_pg_cron=True, settings=SERVER_SETTINGS).start()
+        with self.connect(CRON_DATABASE) as conn:
+            conn.execute("CREATE EXTENSION pg_cron")
+        self.pgbench_binary = os.path.join(self.pg.bindir, "pgbench")
+        self.script_dir = tempfile.mkdtemp(prefix="proxy-leases-pgbench-")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.script_dir, ignore_errors=True)
+        self.pg.stop()
+
+    # -- databases -------------------------------------------------------------------------------
+
+    def connect(self, dbname: str) -> psycopg.Connection:
+        return psycopg.connect(self.pg.url(dbname), autocommit=True)
+
+    def database(self, name: str, revision: str = LEGACY, cron: str = "off") -> str:
+        """A new, empty database at ``revision`` (the fleet's tables as they are today by default)."""
+        with self.connect(CRON_DATABASE) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = self.pg.url(name)
+        alembic(url, "upgrade", revision, cron=cron)
+        return url
+
+    def upgrade(self, name: str, revision: str = "head", cron: str = "off") -> None:
+        alembic(self.pg.url(name), "upgrade", revision, cron=cron)
+
+    # -- measuring -------------------------------------------------------------------------------
+
+    @property
+    def runs(self) -> int:
+        """How many times each figure is measured; the tables show the median."""
+        return 1 if self.quick else 3
+
+    def pgbench(self, dbname: str, script: str, clients: int, seconds: float) -> PgbenchRun:
+        """``pgbench -f bench/pgbench/<script>.sql``; one pgbench transaction is one cycle of the script."""
+        command = [
+            self.pgbench_binary, "--no-vacuum", "--protocol=prepared",
+            f"--client={clients}", f"--jobs={min(clients, 4)}", f"--time={max(1, round(seconds))}",
+            f"--file={PGBENCH_SCRIPTS / (script + '.sql')}",
+            f"--host={self.pg.host}", f"--port={self.pg.port}", f"--username={self.pg.user}", dbname,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        if result.returncode != 0 or "aborted" in output:
+            raise RuntimeError(f"pgbench {script} with {clients} clients failed:\n{output}")
+        cycles = int(re.search(r"number of transactions actually processed: (\d+)", output).group(1))
+        tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", output).group(1))
+        latency = float(re.search(r"latency average = ([\d.]+) ms", output).group(1))
+        return PgbenchRun(tps, latency, cycles)
+
+
+def median_ms(conn: psycopg.Connection, query: str, runs: int, params: tuple = ()) -> float:
+    """The median time of ``query``, each call in its own rolled-back transaction (same data every time)."""
+    timings = []
+    for _ in range(runs):
+        with conn.transaction(force_rollback=True):
+            started = time.perf_counter()
+            cursor = conn.execute(query, params)
+            if cursor.description is not None:
+                cursor.fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def machine(conn: psycopg.Connection) -> dict[str, str]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read(), re.M)
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            kib = int(re.search(r"MemTotal:\s+(\d+) kB", meminfo.read()).group(1))
+        memory = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, AttributeError):
+        pass
+    settings = dict(conn.execute(
+        "SELECT name, current_setting(name) FROM pg_settings "
+        "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'wal_sync_method', 'max_wal_size')"
+    ).fetchall())
+    cron = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "Memory": memory,
+        "OS": f"{platform.system()} {platform.release()}",
+        "PostgreSQL": conn.execute("SELECT version()").fetchone()[0],
+        "pg_cron": cron[0] if cron else "not installed",
+        "Server settings": ", ".join(f"{name}={value}" for name, value in sorted(settings.items())),
+        "Date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }

@@ -1,0 +1,265 @@
+"""results.json to results.md (tables, medians, ratios, each target met or missed) and PNG plots."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+WAY_LABELS = {
+    "acquire_release": "acquire_proxy + release_proxy (head)",
+    "without_audit": "the same, audit trigger disabled",
+    "naive_for_update": "naive: SELECT … LIMIT 1 FOR UPDATE, then UPDATE",
+    "naive_subselect": "naive: UPDATE … WHERE id = (SELECT … LIMIT 1)",
+    "two_updates": "limit: two single-row UPDATEs",
+}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def ms(value: float) -> str:
+    return f"{value:,.3f} ms" if value < 10 else f"{value:,.0f} ms"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f} /s"
+
+
+class Report:
+    def __init__(self, results: dict, output: Path) -> None:
+        self.results, self.output = results, output
+        self.lines: list[str] = []
+        self.plots: list[Path] = []
+        self.targets: list[tuple[str, str, bool]] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def target(self, what: str, figure: str, met: bool) -> None:
+        self.targets.append((what, figure, met))
+
+    def plot(self, name: str, figure) -> None:
+        path = self.output / name
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        self.plots.append(path)
+        self.add(f"![{name}]({name})", "")
+
+    # -- scenarios -------------------------------------------------------------------------------
+
+    def sweep(self, data: dict) -> None:
+        sizes = data["sizes"]
+        self.add("## 1. Sweep cost vs size", "",
+                 f"{data['live_workers']} live workers, {data['stuck']} proxies stuck on a dead container, tasks = "
+                 "10 × proxies (half of the history with NULL worker ids). The report's query on the schema as it "
+                 "is today; `release_stuck_proxies()` on the same data after `alembic upgrade head`. Each call in "
+                 "its own rolled-back transaction; medians of "
+                 f"{sizes[0]['report_runs']} (report, fewer at 1,000,000) and {sizes[0]['sweep_runs']} (sweep) calls.",
+                 "",
+                 "| Proxies | Tasks | Report's query | Sweep, freeing 16 | Ratio | Sweep, nothing to free | "
+                 "`alembic upgrade head` |",
+                 "|---:|---:|---:|---:|---:|---:|---:|")
+        for row in sizes:
+            self.add(f"| {row['proxies']:,} | {row['tasks']:,} | {ms(row['report_ms'])} | {ms(row['sweep_stuck_ms'])} | "
+                     f"{row['report_ms'] / row['sweep_stuck_ms']:,.0f}× | {ms(row['sweep_idle_ms'])} | "
+                     f"{row['upgrade_s']:.1f} s |")
+        self.add("")
+        smallest, largest = sizes[0], sizes[-1]
+        ratio = largest["report_ms"] / largest["sweep_stuck_ms"]
+        growth = largest["sweep_stuck_ms"] / smallest["sweep_stuck_ms"]
+        at = f"at {largest['proxies']:,} proxies"
+        self.target(f"Sweep ≥ 1000× faster than the report's query {at}", f"{ratio:,.0f}×", ratio >= 1000)
+        self.target(f"Sweep under 1 ms {at}", ms(largest["sweep_stuck_ms"]), largest["sweep_stuck_ms"] < 1)
+        self.target(f"Sweep grows < 2× from {smallest['proxies']:,} to {largest['proxies']:,} proxies",
+                    f"{growth:.2f}×", growth < 2)
+        figure, axes = plt.subplots(figsize=(7, 4.2))
+        x = [row["proxies"] for row in sizes]
+        axes.plot(x, [row["report_ms"] for row in sizes], "o-", label="the report's query (today's schema)")
+        axes.plot(x, [row["sweep_stuck_ms"] for row in sizes], "s-", label="release_stuck_proxies(), freeing 16")
+        axes.plot(x, [row["sweep_idle_ms"] for row in sizes], "^-", label="release_stuck_proxies(), nothing to free")
+        axes.set(xscale="log", yscale="log", xlabel="proxies (tasks = 10 × proxies)", ylabel="ms per call (median)",
+                 title="Sweep cost vs size")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+        self.plot("sweep.png", figure)
+
+    def acquire(self, data: dict) -> None:
+        cells = {(c["pool"], c["clients"], c["way"]): median(c["cycles_per_second"]) for c in data["cells"]}
+        pools = sorted({pool for pool, _, _ in cells})
+        clients = sorted({k for _, k, _ in cells})
+        grants = sum(a["grants"] for a in data["audits"])
+        doubles = sum(a["double_grants"] + a["reused_tokens"] for a in data["audits"])
+        self.add("## 2. Acquisition throughput", "",
+                 "Cycles per second (one cycle: take a proxy, give it back; two transactions), by pgbench with "
+                 f"K clients, `--protocol=prepared`, {data['seconds']} s per run, median of {data['runs']} runs. "
+                 "The lease API runs at head; the naive forms and the limit on the same pool in today's schema. "
+                 "Scripts: `bench/pgbench/`.", "")
+        worst_share, naive_misses = 1e9, []
+        for pool in pools:
+            self.add(f"### Pool of {pool:,} proxies", "",
+                     "| K | " + " | ".join(WAY_LABELS[w] for w in WAY_LABELS) + " | lease API / limit |",
+                     "|---:|" + "---:|" * (len(WAY_LABELS) + 1))
+            for k in clients:
+                ours, limit = cells[(pool, k, "acquire_release")], cells[(pool, k, "two_updates")]
+                share = ours / limit
+                worst_share = min(worst_share, share)
+                if k >= 2:
+                    for naive in ("naive_for_update", "naive_subselect"):
+                        if ours <= cells[(pool, k, naive)]:
+                            naive_misses.append(f"{naive} at K={k}, pool {pool:,}: {rate(cells[(pool, k, naive)])} "
+                                                f"vs {rate(ours)}")
+                self.add(f"| {k} | " + " | ".join(rate(cells[(pool, k, w)]) for w in WAY_LABELS) + f" | {share:.0%} |")
+            self.add("")
+        self.add(f"Audit trail read back after every run of the lease API: {grants:,} grants, {doubles} double "
+                 "grants or reused tokens.", "")
+        self.add("The naive forms, run once more each on a pool that counts every take of a proxy already held "
+                 "(not timed):", "", "| Pool | Way | K | Cycles | Double grants |", "|---:|---|---:|---:|---:|")
+        for one in data["naive_double_grants"]:
+            self.add(f"| {one['pool']:,} | {WAY_LABELS[one['way']]} | {one['clients']} | {one['cycles']:,} | "
+                     f"{one['double_grants']:,} |")
+        self.add("")
+        audit_costs = [1 - cells[(pool, k, "acquire_release")] / cells[(pool, k, "without_audit")]
+                       for pool in pools for k in clients]
+        self.add(f"The audit trail's share of the lease API's cycle: from {min(audit_costs):.0%} to "
+                 f"{max(audit_costs):.0%} by cell (1 − with / without).", "")
+        self.target("Lease API ≥ 50 % of the limit at every K", f"lowest {worst_share:.0%}", worst_share >= 0.5)
+        self.target("Ahead of both naive forms at every K ≥ 2",
+                    "; ".join(naive_misses) if naive_misses else "ahead in every cell", not naive_misses)
+        self.target("Zero double grants (from the audit trail)", f"{doubles} in {grants:,} grants", doubles == 0)
+        figure, all_axes = plt.subplots(1, len(pools), figsize=(12, 4.4), sharey=True)
+        for axes, pool in zip(all_axes, pools):
+            for way, label in WAY_LABELS.items():
+                axes.plot(clients, [cells[(pool, k, way)] for k in clients], "o-", label=label)
+            axes.set_xscale("log", base=2)
+            axes.minorticks_off()
+            axes.set(xticks=clients, xticklabels=[str(k) for k in clients], xlabel="clients (K)",
+                     title=f"pool of {pool:,} proxies")
+            axes.grid(True, alpha=0.3)
+        all_axes[0].set_ylabel("cycles per second (median)")
+        all_axes[-1].legend(fontsize=8)
+        self.plot("acquire.png", figure)
+
+    def triggers(self, data: dict) -> None:
+        cells = {(c["script"], c["clients"], c["side"]): median(c["cycles_per_second"]) for c in data["cells"]}
+        clients = sorted({k for _, k, _ in cells})
+        self.add("## 3. Trigger and heartbeat overhead", "",
+                 "The fleet's own statements, unchanged (`bench/pgbench/heartbeat.sql`, `task_cycle.sql`), on "
+                 "today's schema and at head, same data; pgbench, "
+                 f"{data['seconds']} s per run, median of {data['runs']} runs. A task cycle is four transactions: "
+                 "claim the task, take the proxy, finish the task (at head the trigger frees the proxy here), give "
+                 "the proxy back.", "",
+                 "| Statement | K | Today's schema | Head | Overhead |", "|---|---:|---:|---:|---:|")
+        worst = 0.0
+        for script in ("heartbeat", "task_cycle"):
+            for k in clients:
+                without, with_ = cells[(script, k, "without")], cells[(script, k, "with")]
+                overhead = 1 - with_ / without
+                worst = max(worst, overhead)
+                self.add(f"| {script} | {k} | {rate(without)} | {rate(with_)} | {overhead:+.1%} |")
+        self.add("", f"Proxies freed by the task-exit trigger at head during these runs: "
+                     f"{data['released_on_task_exit']:,}.", "")
+        self.target("Triggers and heartbeats ≤ 10 % slower", f"worst {worst:.1%}", worst <= 0.10)
+        figure, axes = plt.subplots(figsize=(7, 4.2))
+        groups = [(script, k) for script in ("heartbeat", "task_cycle") for k in clients]
+        positions = range(len(groups))
+        for offset, side, label in ((-0.2, "without", "today's schema"), (0.2, "with", "head (the project's triggers)")):
+            axes.bar([p + offset for p in positions], [cells[(script, k, side)] for script, k in groups], 0.4,
+                     label=label)
+        axes.set_xticks(list(positions), [f"{script}\nK={k}" for script, k in groups])
+        axes.set(ylabel="cycles per second (median)", title="The fleet's statements, with and without the triggers")
+        axes.legend()
+        self.plot("triggers.png", figure)
+
+    def recovery(self, data: dict) -> None:
+        how = "pg_cron's maintenance job, every minute" if data["by_pg_cron"] else \
+            "run_lease_maintenance() called every second by the script (quick mode, not pg_cron)"
+        self.add("## 4. Recovery time", "",
+                 f"15 worker connections of one container killed mid-lease; lease {data['lease_s']} s; swept by "
+                 f"{how}. Time from the kill to the last release event of its proxies, on the server's clock.", "",
+                 "| Path | heartbeat_timeout | Kill at second | Recovered in | Reasons |", "|---|---|---:|---:|---|")
+        worst = 0.0
+        for path, rounds in data["paths"].items():
+            for one in rounds:
+                worst = max(worst, one["recovered_s"])
+                second = "—" if one["killed_at_second"] is None else f":{one['killed_at_second']:02.0f}"
+                self.add(f"| {path} | {data['heartbeat_timeouts'][path]} | {second} | {one['recovered_s']:.1f} s | "
+                         f"{', '.join(one['reasons'])} |")
+        self.add("")
+        self.target(f"Recovery within the lease + one schedule period ({data['bound_s']} s)", f"worst {worst:.1f} s",
+                    worst <= data["bound_s"])
+        figure, axes = plt.subplots(figsize=(7, 3.6))
+        for row, (path, rounds) in enumerate(data["paths"].items()):
+            axes.plot([one["recovered_s"] for one in rounds], [row] * len(rounds), "o", markersize=9,
+                      label=f"{path} path")
+        axes.axvline(data["bound_s"], color="red", linestyle="--", label="lease + one schedule period")
+        axes.axvline(data["lease_s"], color="grey", linestyle=":", label="lease")
+        axes.set_yticks(range(len(data["paths"])), [f"{path} path" for path in data["paths"]])
+        axes.set(xlabel="seconds from the kill until all 15 proxies are free", xlim=(0, data["bound_s"] * 1.15),
+                 ylim=(-0.7, len(data["paths"]) - 0.3), title="Recovery after a container crash")
+        axes.legend(fontsize=8, loc="lower right")
+        self.plot("recovery.png", figure)
+
+    def size(self, data: dict) -> None:
+        before, after = data["before"], data["after"]
+        self.add("## 5. Size", "",
+                 f"{data['proxies']:,} proxies, {data['tasks']:,} tasks, after VACUUM FULL; at head every proxy has "
+                 "been taken and given back once and 10 % are held.", "",
+                 "| What | Today's schema | Head | Added |", "|---|---:|---:|---:|",
+                 f"| Proxy row (`pg_column_size`) | {before['proxy_row_bytes']:.0f} B | {after['proxy_row_bytes']:.0f} B | "
+                 f"{after['proxy_row_bytes'] - before['proxy_row_bytes']:+.0f} B |")
+        for name, relation in sorted(after["relations"].items()):
+            if relation["kind"] == "r":
+                old = before["relations"].get(name, {"bytes": 0})["bytes"]
+                per_row = "" if name == "proxy_lease_events" else \
+                    f" ({(relation['bytes'] - old) / max(data['proxies'], 1):+.1f} B per proxy)" if name == "proxies" else ""
+                self.add(f"| Table `{name}` | {old / 1024:,.0f} KiB | {relation['bytes'] / 1024:,.0f} KiB | "
+                         f"{(relation['bytes'] - old) / 1024:+,.0f} KiB{per_row} |")
+        self.add("", "Indexes the migrations added, with what they hold at that moment:", "",
+                 "| Index | On | Entries | Size | Bytes per entry |", "|---|---|---:|---:|---:|")
+        for name, relation in sorted(after["relations"].items()):
+            if relation["kind"] == "i" and name not in before["relations"]:
+                per_entry = f"{relation['bytes'] / relation['entries']:.0f} B" if relation["entries"] >= 1000 else \
+                    "— (too few entries)"
+                self.add(f"| `{name}` | {relation['table']} | {relation['entries']:,} | "
+                         f"{relation['bytes'] / 1024:,.0f} KiB | {per_entry} |")
+        events = after["relations"]["proxy_lease_events"]
+        indexes = sum(r["bytes"] for r in after["relations"].values() if r["table"] == "proxy_lease_events")
+        self.add("", f"Audit trail: {data['events']:,} events, {(events['bytes'] + indexes) / data['events']:.0f} bytes "
+                     "per event with its indexes.", "")
+
+    # -- the whole page --------------------------------------------------------------------------
+
+    def render(self) -> str:
+        results = self.results
+        head = ["# proxy-leases: benchmark results", ""]
+        if results["quick"]:
+            head += ["**Quick mode** (`--quick`): every scenario small and measured once. These figures only show "
+                     "that the benchmarks run; the committed results.md comes from a full run.", ""]
+        head += ["Reproduce with `scripts/bench` (a throwaway PostgreSQL with pg_cron; about "
+                 f"{results['elapsed_s'] / 60:.0f} minutes). Code: `bench/`; raw figures: `results.json`.", "",
+                 "| Machine | |", "|---|---|"]
+        head += [f"| {key} | {value} |" for key, value in results["machine"].items()]
+        head += ["", "## Targets", "", "| Target | Measured | |", "|---|---|---|"]
+        head += [f"| {what} | {figure} | {verdict(met)} |" for what, figure, met in self.targets]
+        return "\n".join(head + [""] + self.lines) + "\n"
+
+
+def write(results: dict, output: Path) -> list[Path]:
+    report = Report(results, output)
+    for name in ("sweep", "acquire", "triggers", "recovery", "size"):
+        if name in results["scenarios"]:
+            getattr(report, name)(results["scenarios"][name])
+    path = output / "results.md"
+    path.write_text(report.render(), encoding="utf-8")
+    return [path, *report.plots]

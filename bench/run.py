@@ -1,0 +1,61 @@
+"""Runs every benchmark scenario on one throwaway PostgreSQL and writes results.md and the plots.
+
+    scripts/bench                      # the full run (about 40 minutes): bench/results.md, bench/*.png
+    scripts/bench --quick --output D   # every scenario, small and short (about a minute), into D
+
+The full run's figures are medians of several runs; --quick measures each thing once and is there
+so that a test can run every scenario end to end (tests/test_bench_quick.py): its figures mean little.
+--only names scenarios to run (sweep, acquire, triggers, recovery, size); results.md then holds those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report, scenario_acquire, scenario_recovery, scenario_size, scenario_sweep, scenario_triggers  # noqa: E402
+from bench.harness import Harness, machine  # noqa: E402
+from tools.throwaway_postgres import CRON_DATABASE  # noqa: E402
+
+SCENARIOS = {
+    "sweep": scenario_sweep,
+    "acquire": scenario_acquire,
+    "triggers": scenario_triggers,
+    "recovery": scenario_recovery,
+    "size": scenario_size,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small and short: checks that every scenario runs")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent,
+                        help="where results.md, results.json and the plots go (default: bench/)")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    results: dict = {"quick": args.quick, "scenarios": {}}
+    started = time.perf_counter()
+    with Harness(quick=args.quick) as harness:
+        with harness.connect(CRON_DATABASE) as conn:
+            results["machine"] = machine(conn)
+        for name in args.only:
+            print(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}", flush=True)
+            scenario_started = time.perf_counter()
+            results["scenarios"][name] = SCENARIOS[name].run(harness)
+            results["scenarios"][name]["elapsed_s"] = time.perf_counter() - scenario_started
+    results["elapsed_s"] = time.perf_counter() - started
+
+    (args.output / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    written = report.write(results, args.output)
+    print(f"wrote {', '.join(str(path) for path in written)} in {results['elapsed_s'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

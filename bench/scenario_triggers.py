@@ -1,0 +1,74 @@
+"""Scenario 3: what the project's triggers cost the fleet's own writes: heartbeats and task status changes.
+
+The same pgbench scripts, the fleet's statements unchanged, on two databases with the same data
+(10,000 proxies, 100,000 tasks): one at the baseline revision (the tables as they are today, no
+triggers) and one at head (the lease triggers, the release trigger, the audit trail, the indexes).
+
+  heartbeat    UPDATE catalog_tasks SET heartbeat_at = … for the client's task in processing
+  task_cycle   claim the task, take the proxy, finish the task, give the proxy back (four transactions)
+"""
+
+from __future__ import annotations
+
+from bench.harness import LEGACY, Harness, check
+
+SCRIPTS = ("heartbeat", "task_cycle")
+PROXIES = 10_000
+TASKS = 100_000
+MAX_CLIENTS = 16
+
+
+def load(harness: Harness, dbname: str) -> None:
+    with harness.connect(dbname) as conn:
+        conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (PROXIES,))
+        # Tasks 1 to 16 belong to the pgbench clients; the rest is history.
+        conn.execute("INSERT INTO catalog_tasks (status) SELECT 'pending' FROM generate_series(1, %s)", (MAX_CLIENTS,))
+        for table in ("catalog_tasks", "object_tasks"):
+            conn.execute(f"INSERT INTO {table} (status, worker_id, heartbeat_at) "
+                         "SELECT (ARRAY['done','failed','pending'])[1 + n %% 3], "
+                         "       CASE WHEN n %% 2 = 0 THEN 'old_' || n END, now() - interval '1 day' "
+                         "  FROM generate_series(1, %s) n", (TASKS // 2,))
+        conn.execute("VACUUM ANALYZE")
+
+
+def prepare(harness: Harness, dbname: str, script: str) -> None:
+    """Heartbeats need each client's task in processing and its proxy held; a task cycle starts from free."""
+    with harness.connect(dbname) as conn:
+        conn.execute("UPDATE catalog_tasks SET status = 'pending', worker_id = NULL WHERE id <= %s", (MAX_CLIENTS,))
+        conn.execute("UPDATE proxies SET is_in_use = false, worker_id = NULL WHERE is_in_use")
+        if script == "heartbeat":
+            conn.execute("UPDATE catalog_tasks SET status = 'processing', worker_id = 'bench_' || (id - 1), "
+                         "heartbeat_at = clock_timestamp() WHERE id <= %s", (MAX_CLIENTS,))
+            conn.execute("UPDATE proxies SET is_in_use = true, worker_id = 'bench_' || (id - 1) WHERE id <= %s",
+                         (MAX_CLIENTS,))
+        conn.execute("VACUUM catalog_tasks, proxies")
+
+
+def run(harness: Harness) -> dict:
+    clients = (1, 2) if harness.quick else (1, 4, 16)
+    seconds = 1 if harness.quick else 5
+    databases = {"without": "triggers_legacy", "with": "triggers_head"}
+    harness.database(databases["without"], LEGACY)
+    harness.database(databases["with"], "head")
+    for dbname in databases.values():
+        load(harness, dbname)
+
+    samples: dict[tuple[str, int, str], list[float]] = {}
+    for round_number in range(harness.runs):
+        for script in SCRIPTS:
+            for k in clients:
+                for side, dbname in databases.items():
+                    prepare(harness, dbname, script)
+                    result = harness.pgbench(dbname, script, k, seconds)
+                    samples.setdefault((script, k, side), []).append(result.cycles_per_second)
+        print(f"  triggers: round {round_number + 1} of {harness.runs} done", flush=True)
+
+    with harness.connect(databases["with"]) as conn:
+        # The triggers did their work: every task cycle at head freed its proxy as the task finished.
+        released_on_exit = conn.execute(
+            "SELECT count(*) FROM proxy_lease_events WHERE event = 'released' AND reason = 'task_finished'"
+        ).fetchone()[0]
+    check(released_on_exit > 0, "no proxy was released by the task-exit trigger at head")
+    cells = [{"script": script, "clients": k, "side": side, "cycles_per_second": values}
+             for (script, k, side), values in sorted(samples.items())]
+    return {"cells": cells, "seconds": seconds, "runs": harness.runs, "released_on_task_exit": released_on_exit}
