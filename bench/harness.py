@@ -109,6 +109,19 @@ class Harness:
         return PgbenchRun(tps, latency, cycles)
 
 
+def insert_proxies(conn: psycopg.Connection, count: int) -> None:
+    conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (count,))
+
+
+def insert_task_history(conn: psycopg.Connection, per_table: int) -> None:
+    """Finished, failed and pending tasks from a day ago in both task tables; half have a NULL worker id."""
+    for table in ("catalog_tasks", "object_tasks"):
+        conn.execute(f"INSERT INTO {table} (status, worker_id, heartbeat_at) "
+                     "SELECT (ARRAY['done','failed','pending'])[1 + n %% 3], "
+                     "       CASE WHEN n %% 2 = 0 THEN 'old_' || n END, now() - interval '1 day' "
+                     "  FROM generate_series(1, %s) n", (per_table,))
+
+
 def median_ms(conn: psycopg.Connection, query: str, runs: int, params: tuple = ()) -> float:
     """The median time of ``query``, each call in its own rolled-back transaction (same data every time)."""
     timings = []

@@ -20,7 +20,7 @@ copy of the pool with a trigger that counts takes of a proxy already in use (not
 
 from __future__ import annotations
 
-from bench.harness import LEGACY, Harness, check
+from bench.harness import LEGACY, Harness, check, insert_proxies
 
 # way: (pgbench script, database)
 WAYS = {
@@ -43,7 +43,7 @@ SELECT count(*) FILTER (WHERE event = 'granted'),
 
 def fill_pool(harness: Harness, dbname: str, proxies: int) -> None:
     with harness.connect(dbname) as conn:
-        conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (proxies,))
+        insert_proxies(conn, proxies)
         conn.execute("VACUUM ANALYZE proxies")
 
 

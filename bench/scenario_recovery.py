@@ -26,7 +26,7 @@ import time
 
 import psycopg
 
-from bench.harness import Harness, check
+from bench.harness import Harness, check, insert_proxies
 
 DEAD, LIVE = "deadbeef", "cafe0001"
 DEAD_WORKERS, LIVE_WORKERS = 15, 10
@@ -64,7 +64,7 @@ def prepare(harness: Harness, dbname: str, path: str, lease: str, grace: str, he
     with harness.connect(dbname) as conn:
         conn.execute("UPDATE proxy_lease_settings SET orphan_grace = %s::interval, lease_duration = %s::interval, "
                      "heartbeat_timeout = %s::interval", (grace, lease, heartbeat_timeout))
-        conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, 1000) n")
+        insert_proxies(conn, 1000)
 
 
 def one_round(harness: Harness, dbname: str, round_number: int, kill_at_second: float | None, bound_s: float,
@@ -158,5 +158,10 @@ def run(harness: Harness) -> dict:
                 raise results[path][-1]
         print(f"  recovery: round {round_number + 1} of {len(kill_seconds)}: " + ", ".join(
             f"{path} path {results[path][-1]['recovered_s']:.1f} s" for path in timeouts), flush=True)
+    with harness.connect("postgres") as conn:
+        for path in timeouts:
+            # The jobs would go on sweeping (and logging) every minute through the scenarios after this one.
+            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (f"recovery_{path}",))
+            conn.execute(f'DROP DATABASE "recovery_{path}" WITH (FORCE)')
     return {"lease_s": lease_s, "period_s": period_s, "bound_s": bound_s, "by_pg_cron": not harness.quick,
             "paths": results, "heartbeat_timeouts": timeouts}

@@ -9,7 +9,7 @@ audit trail is measured too: the events those takes and releases wrote.
 
 from __future__ import annotations
 
-from bench.harness import LEGACY, Harness, check
+from bench.harness import LEGACY, Harness, check, insert_proxies, insert_task_history
 
 FLEET_TABLES = ("proxies", "catalog_tasks", "object_tasks")
 RELATIONS = """
@@ -40,12 +40,8 @@ def run(harness: Harness) -> dict:
     dbname = "size"
     harness.database(dbname, LEGACY)
     with harness.connect(dbname) as conn:
-        conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (proxies,))
-        for table in ("catalog_tasks", "object_tasks"):
-            conn.execute(f"INSERT INTO {table} (status, worker_id, heartbeat_at) "
-                         "SELECT (ARRAY['done','failed','pending'])[1 + n %% 3], "
-                         "       CASE WHEN n %% 2 = 0 THEN 'old_' || n END, now() - interval '1 day' "
-                         "  FROM generate_series(1, %s) n", (5 * proxies,))
+        insert_proxies(conn, proxies)
+        insert_task_history(conn, 5 * proxies)
     before = measure(harness, dbname, FLEET_TABLES)
 
     harness.upgrade(dbname)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Harness, check, median_ms
+from bench.harness import Harness, check, insert_proxies, insert_task_history, median_ms
 
 REPORT_QUERY = """
 UPDATE proxies SET is_in_use = false, worker_id = NULL
@@ -29,13 +29,9 @@ STUCK = 16
 
 def load_legacy_fleet(conn, proxies: int, tasks: int) -> None:
     """The pool before the upgrade: 45 live workers spread over the table, 16 proxies stuck on a dead container."""
-    conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (proxies,))
+    insert_proxies(conn, proxies)
     half = tasks // 2
-    for table in ("catalog_tasks", "object_tasks"):
-        conn.execute(f"INSERT INTO {table} (status, worker_id, heartbeat_at) "
-                     "SELECT (ARRAY['done','failed','pending'])[1 + n %% 3], "
-                     "       CASE WHEN n %% 2 = 0 THEN 'old_' || n END, now() - interval '1 day' "
-                     "  FROM generate_series(1, %s) n", (half,))
+    insert_task_history(conn, half)
     step = proxies // 64
     conn.execute("UPDATE proxies SET is_in_use = true, worker_id = 'live_' || id WHERE id %% %s = 0 AND id <= %s",
                  (step, step * LIVE_WORKERS))

@@ -10,7 +10,7 @@ triggers) and one at head (the lease triggers, the release trigger, the audit tr
 
 from __future__ import annotations
 
-from bench.harness import LEGACY, Harness, check
+from bench.harness import LEGACY, Harness, check, insert_proxies, insert_task_history
 
 SCRIPTS = ("heartbeat", "task_cycle")
 PROXIES = 10_000
@@ -20,14 +20,10 @@ MAX_CLIENTS = 16
 
 def load(harness: Harness, dbname: str) -> None:
     with harness.connect(dbname) as conn:
-        conn.execute("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, %s) n", (PROXIES,))
+        insert_proxies(conn, PROXIES)
         # Tasks 1 to 16 belong to the pgbench clients; the rest is history.
         conn.execute("INSERT INTO catalog_tasks (status) SELECT 'pending' FROM generate_series(1, %s)", (MAX_CLIENTS,))
-        for table in ("catalog_tasks", "object_tasks"):
-            conn.execute(f"INSERT INTO {table} (status, worker_id, heartbeat_at) "
-                         "SELECT (ARRAY['done','failed','pending'])[1 + n %% 3], "
-                         "       CASE WHEN n %% 2 = 0 THEN 'old_' || n END, now() - interval '1 day' "
-                         "  FROM generate_series(1, %s) n", (TASKS // 2,))
+        insert_task_history(conn, TASKS // 2)
         conn.execute("VACUUM ANALYZE")
 
 
