@@ -70,6 +70,51 @@ def test_null_worker_ids_in_the_task_tables_do_not_hide_orphans(fleet):
     assert held(fleet) == [2]
 
 
+def test_the_view_and_worker_has_processing_task_agree_on_every_held_proxy(fleet):
+    """The orphan rule is written twice: set-based in stuck_proxies, per worker in the function the
+    release trigger asks. Past the grace, a held proxy is orphaned exactly when the function says its
+    worker has no task in processing."""
+    fleet.run("INSERT INTO proxies (address) SELECT 'http://more' || n FROM generate_series(1, 10) n")
+    tasks = {
+        "c1_1": [("catalog_tasks", "processing")],
+        "c1_2": [("object_tasks", "processing")],
+        "c1_3": [("catalog_tasks", "processing"), ("object_tasks", "processing")],
+        "c1_4": [("catalog_tasks", "done"), ("object_tasks", "failed")],
+        "c1_5": [("catalog_tasks", "pending"), ("object_tasks", "pending")],
+        "c1_6": [],
+        "C1_1": [],                         # another worker than c1_1: ids compare exactly
+        "c1_1 ": [],
+        "c1_7": [("object_tasks", "done"), ("object_tasks", "processing")],
+        "c1_8": [("catalog_tasks", "processing")],   # handed to another worker below
+    }
+    for proxy_id, (worker, rows) in enumerate(tasks.items(), start=1):
+        take(fleet, proxy_id, worker)
+        for table, status in rows:
+            fleet.run(f"INSERT INTO {table} (status, worker_id, heartbeat_at) VALUES (%s, %s, now())",
+                      (status, worker))
+    fleet.run("UPDATE catalog_tasks SET worker_id = 'c2_1' WHERE worker_id = 'c1_8'")   # c1_8 freed, strike
+    take(fleet, 9 + 10, "c1_8")                                                         # c1_8 holds again
+    # Tasks in processing with no worker must hide no orphan (the NOT IN pitfall).
+    fleet.run("INSERT INTO catalog_tasks (status, worker_id) VALUES ('processing', NULL)")
+    fleet.run("INSERT INTO object_tasks (status, worker_id) VALUES ('processing', NULL)")
+    past_the_grace(fleet)
+
+    by_function = dict(fleet.all("SELECT p.id, NOT worker_has_processing_task(p.worker_id) FROM proxies p"
+                                 " WHERE p.is_in_use"))
+    by_view = {row[0] for row in fleet.all("SELECT id FROM stuck_proxies WHERE reason = 'orphaned'")}
+    assert fleet.all("SELECT reason FROM stuck_proxies WHERE reason <> 'orphaned'") == []
+    assert by_view == {proxy_id for proxy_id, orphaned in by_function.items() if orphaned}
+    assert 0 < len(by_view) < len(by_function)
+    assert sweep(fleet) == len(by_view)
+
+
+def test_the_view_calls_no_function_per_held_proxy(db):
+    """worker_has_processing_task cannot be inlined (it runs as its owner): stuck_proxies must not call it."""
+    assert db.all("SELECT d.refobjid::regprocedure::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
+                  " WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class = 'stuck_proxies'::regclass"
+                  "   AND d.refclassid = 'pg_proc'::regclass") == []
+
+
 def test_a_freed_blocked_proxy_stays_blocked(fleet):
     take(fleet, 1, "8b4f59aa_1")
     fleet.run("UPDATE proxies SET is_blocked = true, leased_until = now() - interval '1 s' WHERE id = 1")
