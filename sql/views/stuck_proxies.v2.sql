@@ -5,7 +5,7 @@
 -- partial indexes, where v1 called worker_has_processing_task() once per held proxy. That function
 -- runs as its owner with a pinned search_path, so PostgreSQL cannot inline it: every held proxy
 -- paid a function call, a save and restore of search_path and two index probes (about 8
--- microseconds each, measured at 1,000,000 proxies; half of a sweep's time). Written out, the
+-- microseconds each, measured at 1,000,000 proxies: most of a sweep that frees nothing). Written out, the
 -- planner reads each partial index once into a hash (or probes it per proxy, whichever it costs
 -- lower) and no function is called. The view reads the task tables with its owner's rights, as
 -- the function did, so a role granted this view (or the status views) still needs no grant on them.
