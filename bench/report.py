@@ -250,6 +250,9 @@ class Report:
                  f"{results['elapsed_s'] / 60:.0f} minutes). Code: `bench/`; raw figures: `results.json`.", "",
                  "| Machine | |", "|---|---|"]
         head += [f"| {key} | {value} |" for key, value in results["machine"].items()]
+        head += ["", "| Scenario | Measured at | Revision | Took |", "|---|---|---|---:|"]
+        head += [f"| {name} | {scenario.get('measured_at', '—')} | `{scenario.get('revision', '—')}` | "
+                 f"{scenario['elapsed_s'] / 60:.1f} min |" for name, scenario in results["scenarios"].items()]
         head += ["", "## Targets", "", "| Target | Measured | |", "|---|---|---|"]
         head += [f"| {what} | {figure} | {verdict(met)} |" for what, figure, met in self.targets]
         return "\n".join(head + [""] + self.lines) + "\n"

@@ -5,7 +5,8 @@
 
 The full run's figures are medians of several runs; --quick measures each thing once and is there
 so that a test can run every scenario end to end (tests/test_bench_quick.py): its figures mean little.
---only names scenarios to run (sweep, acquire, triggers, recovery, size); results.md then holds those.
+--only names scenarios to run (sweep, acquire, triggers, recovery, size); the others' figures are kept
+from the results.json already in the output folder, each with the date and revision it was measured at.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import report, scenario_acquire, scenario_recovery, scenario_size, scenario_sweep, scenario_triggers  # noqa: E402
 from bench.harness import Harness, machine  # noqa: E402
+from tests.helpers import HEAD  # noqa: E402
 from tools.throwaway_postgres import CRON_DATABASE  # noqa: E402
 
 SCENARIOS = {
@@ -40,17 +42,26 @@ def main() -> None:
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
 
+    previous = args.output / "results.json"
     results: dict = {"quick": args.quick, "scenarios": {}}
-    started = time.perf_counter()
+    if set(args.only) != set(SCENARIOS) and previous.exists():
+        kept = json.loads(previous.read_text(encoding="utf-8"))
+        if kept["quick"] == args.quick:
+            results["scenarios"] = {name: kept["scenarios"][name] for name in kept["scenarios"] if name not in args.only}
     with Harness(quick=args.quick) as harness:
         with harness.connect(CRON_DATABASE) as conn:
             results["machine"] = machine(conn)
         for name in args.only:
             print(f"{name}: {SCENARIOS[name].__doc__.splitlines()[0]}", flush=True)
-            scenario_started = time.perf_counter()
+            started = time.perf_counter()
             results["scenarios"][name] = SCENARIOS[name].run(harness)
-            results["scenarios"][name]["elapsed_s"] = time.perf_counter() - scenario_started
-    results["elapsed_s"] = time.perf_counter() - started
+            results["scenarios"][name].update(
+                elapsed_s=time.perf_counter() - started,
+                measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                revision=HEAD,
+            )
+    results["scenarios"] = {name: results["scenarios"][name] for name in SCENARIOS if name in results["scenarios"]}
+    results["elapsed_s"] = sum(scenario["elapsed_s"] for scenario in results["scenarios"].values())
 
     (args.output / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     written = report.write(results, args.output)

@@ -62,9 +62,9 @@ def measure_size(harness: Harness, proxies: int) -> dict:
         conn.execute("VACUUM ANALYZE proxies")
         held = conn.execute("SELECT count(*) FROM proxies WHERE is_in_use").fetchone()[0]
         stuck = conn.execute("SELECT count(*) FROM stuck_proxies").fetchone()[0]
-        sweep_stuck_ms = median_ms(conn, SWEEP, sweep_runs)
+        sweep_stuck_ms = median_ms(conn, SWEEP, sweep_runs, vacuum="proxies")
         freed = conn.execute(SWEEP).fetchone()[0]
-        sweep_idle_ms = median_ms(conn, SWEEP, sweep_runs)
+        sweep_idle_ms = median_ms(conn, SWEEP, sweep_runs, vacuum="proxies")
         still_held = conn.execute("SELECT count(*) FROM proxies WHERE is_in_use").fetchone()[0]
     with harness.connect("postgres") as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
