@@ -74,6 +74,9 @@ class Report:
             self.add(f"| {row['proxies']:,} | {row['tasks']:,} | {ms(row['report_ms'])} | {ms(row['sweep_stuck_ms'])} | "
                      f"{row['report_ms'] / row['sweep_stuck_ms']:,.0f}× | {ms(row['sweep_idle_ms'])} | "
                      f"{row['upgrade_s']:.1f} s |")
+        if "round_trip_ms" in sizes[-1]:
+            self.add("", f"Every figure includes the client's round trip: `SELECT 1`, timed the same way, took "
+                         f"{ms(sizes[-1]['round_trip_ms'])}.")
         self.add("")
         smallest, largest = sizes[0], sizes[-1]
         ratio = largest["report_ms"] / largest["sweep_stuck_ms"]

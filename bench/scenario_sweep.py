@@ -66,6 +66,8 @@ def measure_size(harness: Harness, proxies: int) -> dict:
         freed = conn.execute(SWEEP).fetchone()[0]
         sweep_idle_ms = median_ms(conn, SWEEP, sweep_runs, vacuum="proxies")
         still_held = conn.execute("SELECT count(*) FROM proxies WHERE is_in_use").fetchone()[0]
+        # What every figure above includes besides the work: a statement's round trip from this client.
+        round_trip_ms = median_ms(conn, "SELECT 1", sweep_runs)
     with harness.connect("postgres") as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     check((held, stuck, freed, still_held) == (LIVE_WORKERS + STUCK, STUCK, STUCK, LIVE_WORKERS),
@@ -74,6 +76,7 @@ def measure_size(harness: Harness, proxies: int) -> dict:
         "proxies": proxies, "tasks": tasks, "loaded_s": loaded_s, "upgrade_s": upgrade_s,
         "report_ms": report_ms, "report_runs": report_runs,
         "sweep_stuck_ms": sweep_stuck_ms, "sweep_idle_ms": sweep_idle_ms, "sweep_runs": sweep_runs,
+        "round_trip_ms": round_trip_ms,
     }
 
 
