@@ -9,10 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,15 +54,20 @@ class Harness:
     pg: ThrowawayPostgres = field(init=False)
 
     def __enter__(self) -> "Harness":
-        self.pg = ThrowawayPostgres(preload_pg_cron=True, settings=SERVER_SETTINGS).start()
-        with self.connect(CRON_DATABASE) as conn:
-            conn.execute("CREATE EXTENSION pg_cron")
+        self.pg = ThrowawayPostgres(preload_pg_cron=True, settings=SERVER_SETTINGS)
         self.pgbench_binary = os.path.join(self.pg.bindir, "pgbench")
-        self.script_dir = tempfile.mkdtemp(prefix="proxy-leases-pgbench-")
+        if not os.access(self.pgbench_binary, os.X_OK):
+            raise RuntimeError(f"no pgbench at {self.pgbench_binary}: install the postgresql package of that server")
+        self.pg.start()
+        try:
+            with self.connect(CRON_DATABASE) as conn:
+                conn.execute("CREATE EXTENSION pg_cron")
+        except BaseException:
+            self.pg.stop()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.script_dir, ignore_errors=True)
         self.pg.stop()
 
     # -- databases -------------------------------------------------------------------------------
@@ -122,24 +125,29 @@ def insert_task_history(conn: psycopg.Connection, per_table: int) -> None:
                      "  FROM generate_series(1, %s) n", (per_table,))
 
 
-def median_ms(conn: psycopg.Connection, query: str, runs: int, params: tuple = (), vacuum: str = "") -> float:
-    """The median time of ``query``, each call in its own rolled-back transaction (same data every time).
+SERVER_MS = "extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000"
 
+
+def median_ms(conn: psycopg.Connection, query: str, runs: int, vacuum: str = "") -> dict[str, float]:
+    """Median times of ``query``, each call in its own rolled-back transaction (same data every time).
+
+    ``client``: from sending the statement to having its result, as a caller sees it. ``server``:
+    its execution on the server, which the query reports as its last column (``SERVER_MS``: from
+    the statement's arrival to the end of its work), without the round trip.
     Rolled-back writes leave dead row versions and index entries behind, which no autovacuum clears
     in a table this size; with ``vacuum`` (a table name) they are vacuumed away every 20 calls, as
     autovacuum would keep up with a sweep that commits once a minute.
     """
-    timings = []
+    client, server = [], []
     for call in range(runs):
         if vacuum and call % 20 == 19:
             conn.execute(f"VACUUM {vacuum}")
         with conn.transaction(force_rollback=True):
             started = time.perf_counter()
-            cursor = conn.execute(query, params)
-            if cursor.description is not None:
-                cursor.fetchall()
-            timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+            row = conn.execute(query).fetchone()
+            client.append((time.perf_counter() - started) * 1000)
+            server.append(float(row[-1]))
+    return {"client": statistics.median(client), "server": statistics.median(server)}
 
 
 def machine(conn: psycopg.Connection) -> dict[str, str]:
@@ -163,6 +171,8 @@ def machine(conn: psycopg.Connection) -> dict[str, str]:
         "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'wal_sync_method', 'max_wal_size')"
     ).fetchall())
     cron = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
+    data_directory = conn.execute("SHOW data_directory").fetchone()[0]
+    filesystem = subprocess.run(["stat", "-f", "-c", "%T", data_directory], capture_output=True, text=True).stdout
     return {
         "CPU": f"{cpu}, {os.cpu_count()} cores",
         "Memory": memory,
@@ -170,4 +180,5 @@ def machine(conn: psycopg.Connection) -> dict[str, str]:
         "PostgreSQL": conn.execute("SELECT version()").fetchone()[0],
         "pg_cron": cron[0] if cron else "not installed",
         "Server settings": ", ".join(f"{name}={value}" for name, value in sorted(settings.items())),
+        "Data directory": f"{data_directory} ({filesystem.strip() or 'unknown filesystem'})",
     }

@@ -1,7 +1,7 @@
 """Runs every benchmark scenario on one throwaway PostgreSQL and writes results.md and the plots.
 
-    scripts/bench                      # the full run (about 40 minutes): bench/results.md, bench/*.png
-    scripts/bench --quick --output D   # every scenario, small and short (about a minute), into D
+    scripts/bench                      # the full run (about 30 minutes): bench/results.md, bench/*.png
+    scripts/bench --quick              # every scenario, small and short (about a minute), into bench/out/
 
 The full run's figures are medians of several runs; --quick measures each thing once and is there
 so that a test can run every scenario end to end (tests/test_bench_quick.py): its figures mean little.
@@ -36,10 +36,12 @@ SCENARIOS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and short: checks that every scenario runs")
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent,
-                        help="where results.md, results.json and the plots go (default: bench/)")
+    parser.add_argument("--output", type=Path,
+                        help="where results.md, results.json and the plots go (default: bench/, with --quick bench/out/)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     args = parser.parse_args()
+    # A quick run must never overwrite the committed figures of a full one.
+    args.output = args.output or Path(__file__).resolve().parent / ("out" if args.quick else "")
     args.output.mkdir(parents=True, exist_ok=True)
 
     previous = args.output / "results.json"
