@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 WAY_LABELS = {
     "acquire_release": "acquire_proxy + release_proxy (head)",
-    "without_audit": "the same, audit trigger disabled",
+    "without_audit": "the same, audit trail off (record_lease_events = false)",
     "naive_for_update": "naive: SELECT … LIMIT 1 FOR UPDATE, then UPDATE",
     "naive_subselect": "naive: UPDATE … WHERE id = (SELECT … LIMIT 1)",
     "two_updates": "limit: two single-row UPDATEs",
