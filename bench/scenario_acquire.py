@@ -1,6 +1,6 @@
 """Scenario 2: proxies granted per second, by pgbench, against the naive ways and the machine's limit.
 
-One cycle is two transactions: take a proxy, give it back. Four ways to do it, each with K pgbench
+One cycle is two transactions: take a proxy, give it back. Six ways to do it, each with K pgbench
 clients on a pool of the same size:
 
   acquire_release    acquire_proxy then release_proxy, at head (the lease API, audit trail included)
@@ -96,8 +96,7 @@ def count_double_grants(harness: Harness, pool: int, script: str, clients: int, 
     result = harness.pgbench(dbname, script, clients, seconds)
     with harness.connect(dbname) as conn:
         doubles = conn.execute("SELECT count(*) FROM double_grants").fetchone()[0]
-    with harness.connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    harness.drop(dbname)
     return {"pool": pool, "way": script, "clients": clients, "cycles": result.cycles, "double_grants": doubles}
 
 

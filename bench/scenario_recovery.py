@@ -62,7 +62,7 @@ class Worker(threading.Thread):
             self.ready.set()
 
 
-def prepare(harness: Harness, dbname: str, path: str, lease: str, grace: str, heartbeat_timeout: str) -> None:
+def prepare(harness: Harness, dbname: str, lease: str, grace: str, heartbeat_timeout: str) -> None:
     with harness.connect(dbname) as conn:
         conn.execute("UPDATE proxy_lease_settings SET orphan_grace = %s::interval, lease_duration = %s::interval, "
                      "heartbeat_timeout = %s::interval", (grace, lease, heartbeat_timeout))
@@ -137,7 +137,7 @@ def run(harness: Harness) -> dict:
     cron = "off" if harness.quick else "require"
     for path, heartbeat_timeout in timeouts.items():
         harness.database(f"recovery_{path}", "head", cron=cron)
-        prepare(harness, f"recovery_{path}", path, f"{lease_s} seconds", grace, heartbeat_timeout)
+        prepare(harness, f"recovery_{path}", f"{lease_s} seconds", grace, heartbeat_timeout)
 
     bound_s = lease_s + period_s
     results: dict[str, list] = {path: [] for path in timeouts}
@@ -161,10 +161,7 @@ def run(harness: Harness) -> dict:
                 raise results[path][-1]
         print(f"  recovery: round {round_number + 1} of {len(kill_seconds)}: " + ", ".join(
             f"{path} path {results[path][-1]['recovered_s']:.1f} s" for path in timeouts), flush=True)
-    with harness.connect("postgres") as conn:
-        for path in timeouts:
-            # The jobs would go on sweeping (and logging) every minute through the scenarios after this one.
-            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (f"recovery_{path}",))
-            conn.execute(f'DROP DATABASE "recovery_{path}" WITH (FORCE)')
+    for path in timeouts:
+        harness.drop(f"recovery_{path}")
     return {"lease_s": lease_s, "period_s": period_s, "bound_s": bound_s, "by_pg_cron": not harness.quick,
             "paths": results, "heartbeat_timeouts": timeouts}

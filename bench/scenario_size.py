@@ -56,6 +56,5 @@ def run(harness: Harness) -> dict:
     after = measure(harness, dbname, FLEET_TABLES + ("proxy_lease_events",))
     check(after["proxies"] == before["proxies"] == proxies, "the pool changed size")
     check(events == 2 * proxies + proxies // 10, f"{events} events for {proxies} proxies")
-    with harness.connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    harness.drop(dbname)
     return {"proxies": proxies, "tasks": 10 * proxies, "events": events, "before": before, "after": after}

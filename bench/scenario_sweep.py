@@ -81,8 +81,7 @@ def measure_size(harness: Harness, proxies: int) -> dict:
         still_held = conn.execute("SELECT count(*) FROM proxies WHERE is_in_use").fetchone()[0]
         # What every client figure includes besides the work: a statement's round trip.
         round_trip = median_ms(conn, f"SELECT {SERVER_MS}", sweep_runs)
-    with harness.connect("postgres") as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    harness.drop(name)
     check((held, stuck, freed, still_held) == (LIVE_WORKERS + STUCK, STUCK, STUCK, LIVE_WORKERS),
           f"P={proxies}: held {held}, stuck {stuck}, freed {freed}, left held {still_held}")
     return {
