@@ -1,4 +1,4 @@
-"""The lease API: acquire, renew, release and block, fenced by tokens; rotation; cooldowns; roles."""
+"""The lease API: acquire, renew, release and block, fenced by tokens; rotation; cooldowns."""
 
 import threading
 
@@ -212,21 +212,6 @@ def test_one_call_grants_exactly_one_proxy_whatever_the_plan(pool):
         "EXPLAIN SELECT f.id FROM proxies f WHERE NOT f.is_in_use AND f.is_blocked IS NOT TRUE "
         "ORDER BY f.released_at NULLS FIRST, f.id LIMIT 1 FOR UPDATE SKIP LOCKED"))
     assert "proxies_free_rotation_idx" in plan and "Sort" not in plan, plan
-
-
-def test_the_fleets_roles_may_use_the_api_with_the_rights_they_already_have(pool):
-    pool.run("CREATE ROLE api_worker LOGIN")
-    pool.run("GRANT SELECT, UPDATE ON proxies TO api_worker")
-    try:
-        with pool.connect() as worker:
-            worker.execute("SET ROLE api_worker")
-            proxy_id, _, token, _ = worker.execute("SELECT * FROM acquire_proxy('c1_1')").fetchone()
-            worker.execute("SELECT renew_proxy_lease(%s, %s)", (proxy_id, token))
-            assert worker.execute("SELECT release_proxy(%s, %s)", (proxy_id, token)).fetchone() == (True,)
-            proxy_id, _, token, _ = worker.execute("SELECT * FROM acquire_proxy('c1_1')").fetchone()
-            assert worker.execute("SELECT block_proxy(%s, %s, 'ban', '1 minute')", (proxy_id, token)).fetchone()[0]
-    finally:
-        pool.run("DROP OWNED BY api_worker; DROP ROLE api_worker")
 
 
 def test_a_task_heartbeat_does_not_bring_a_lease_that_ran_out_back_to_life(pool):

@@ -248,15 +248,15 @@ def test_the_trail_is_append_only_and_the_fleets_roles_cannot_write_it(pool):
         pool.run("UPDATE proxy_lease_events SET reason = 'released_by_worker'")
     assert refused.value.diag.message_hint.startswith("Old events are deleted by prune_lease_events()")
 
-    pool.run("CREATE ROLE audited_worker LOGIN")
-    pool.run("GRANT SELECT, UPDATE ON proxies TO audited_worker")
+    pool.run("CREATE ROLE audited_worker LOGIN IN ROLE proxy_leases_worker")
     try:
         with pool.connect() as worker:
             worker.execute("SET ROLE audited_worker")
             assert worker.execute("SELECT release_proxy(%s, %s)", (proxy_id, token)).fetchone() == (True,)
+            assert worker.execute("SELECT in_use FROM proxy_pool_status").fetchone() == (0,)
             for statement in ("INSERT INTO proxy_lease_events (proxy_id, event, reason) VALUES (1, 'granted', 'x')",
                               "DELETE FROM proxy_lease_events", "SELECT * FROM proxy_lease_events",
-                              "SELECT * FROM proxy_pool_status"):
+                              "UPDATE proxies SET is_in_use = false", "SELECT * FROM proxy_recoveries"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     worker.execute(statement)
     finally:
@@ -365,21 +365,19 @@ def test_truncate_records_every_held_proxy_as_released(pool):
                                                  (held[1], "released", "proxy_deleted", "c1_2")])
 
 
-def test_a_maintenance_role_that_is_not_the_owner_prunes_too(pool):
+def test_the_operator_role_runs_the_maintenance_and_prunes_a_worker_role_does_neither(pool):
     pool.run("INSERT INTO proxy_lease_events (occurred_at, proxy_id, event, reason) "
              "SELECT now() - interval '40 days', 1, 'granted', 'acquired' FROM generate_series(1, 3)")
-    pool.run("CREATE ROLE fleet_maintenance LOGIN")
-    pool.run("GRANT SELECT, UPDATE ON proxies, catalog_tasks, object_tasks TO fleet_maintenance")
-    pool.run("GRANT SELECT, UPDATE ON stuck_proxies TO fleet_maintenance")   # FOR UPDATE through the view
+    pool.run("CREATE ROLE fleet_maintenance LOGIN IN ROLE proxy_leases_worker")
     try:
         with pool.connect() as conn:
             conn.execute("SET ROLE fleet_maintenance")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:   # not everyone prunes
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:   # a worker runs no clean-up
                 conn.execute("CALL run_lease_maintenance()")
             assert "prune_lease_events()" in refused.value.diag.message_detail
-            assert "1 of 4 steps failed" in refused.value.diag.message_primary
+            assert "4 of 4 steps failed" in refused.value.diag.message_primary
             conn.execute("RESET ROLE")
-            conn.execute("GRANT EXECUTE ON FUNCTION prune_lease_events(integer) TO fleet_maintenance")
+            conn.execute("GRANT proxy_leases_operator TO fleet_maintenance")
             conn.execute("SET ROLE fleet_maintenance")
             assert conn.execute("CALL run_lease_maintenance()").fetchone() == (0, 0, 0)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -58,6 +58,18 @@ SELECT 'column ' || attrelid::regclass || '.' || attname || ' ' || format_type(a
   FROM pg_attribute WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r')
    AND attnum > 0 AND NOT attisdropped
 UNION ALL
+SELECT 'rights ' || p.oid::regprocedure || ': '
+       || array_to_string(ARRAY(SELECT x::text FROM unnest(coalesce(p.proacl, acldefault('f', p.proowner))) x ORDER BY 1), ' ')
+  FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'rights ' || c.oid::regclass || ': '
+       || array_to_string(ARRAY(SELECT x::text FROM unnest(coalesce(c.relacl, acldefault('r', c.relowner))) x ORDER BY 1), ' ')
+  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v')
+UNION ALL
+SELECT 'rights ' || attrelid::regclass || '.' || attname || ': ' || array_to_string(attacl, ' ')
+  FROM pg_attribute WHERE attacl IS NOT NULL
+   AND attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
+UNION ALL
 SELECT 'comment ' || objoid::regprocedure || ': ' || md5(description)
   FROM pg_description WHERE classoid = 'pg_proc'::regclass
    AND objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
@@ -94,6 +106,10 @@ def test_every_public_object_is_documented(db):
          WHERE i.indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks', 'proxy_lease_events')
            AND NOT i.indisprimary AND NOT i.indisunique
            AND obj_description(i.indexrelid, 'pg_class') IS NULL
+        UNION ALL
+        SELECT 'role ' || r.rolname FROM pg_roles r
+         WHERE r.rolname IN ('proxy_leases_worker', 'proxy_leases_operator')
+           AND shobj_description(r.oid, 'pg_authid') IS NULL
         UNION ALL
         SELECT 'sequence ' || c.oid::regclass FROM pg_class c
          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S'
@@ -133,7 +149,7 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     assert catalog(database) == installed
 
 
-@pytest.mark.parametrize("step", ["0012_stuck_rule_set_based", "0011_cron_history_retention", "0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
+@pytest.mark.parametrize("step", ["0013_event_recording", "0012_stuck_rule_set_based", "0011_cron_history_retention", "0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
                                   "0005_sweep_schedule", "0004_lease_backfill", "0003_lease",
                                   "0002_partial_indexes", "0001_fleet_schema"])
 def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):

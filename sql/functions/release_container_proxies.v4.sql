@@ -1,0 +1,85 @@
+-- A container that starts again calls this first: its previous life's workers are all dead, so
+-- every proxy any of them holds goes back to the pool now, without waiting for leases to run out.
+--
+-- The incident's hand-written LIKE '8b4f59aa_%' also matched container 8b4f59aa1's workers: "_" is
+-- a LIKE wildcard. Here the prefix is compared as a plain string, and container ids may not
+-- contain "_" at all, so the prefix <container_id>_ names exactly one container's workers.
+-- Each proxy it frees was held by a worker that died with its container: a strike against it, a
+-- released event with reason container_restart in proxy_lease_events (named in
+-- proxy_leases.event_reason for its statement only), and, if it frees any, one LOG line with the
+-- count and the workers.
+--
+-- Since 0014_least_privilege it runs as its owner (SECURITY DEFINER) and is granted to
+-- proxy_leases_operator, not to PUBLIC: a caller needs EXECUTE, not the right to write proxies, so
+-- this function's own rules are the only way such a caller changes a proxy. The empty search_path
+-- and the qualified names mean nothing the caller puts on its path is looked up.
+
+CREATE OR REPLACE FUNCTION public.release_container_proxies(container_id text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
+    v_prefix text;
+    v_freed   integer;
+    v_ids     bigint[];
+    v_workers text[];
+BEGIN
+    IF release_container_proxies.container_id IS NULL OR release_container_proxies.container_id = '' THEN
+        RAISE EXCEPTION 'container_id must not be NULL or empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the id of the container that is starting, as in its worker ids <container_id>_<n>.';
+    END IF;
+    IF release_container_proxies.container_id !~ '^[A-Za-z0-9][A-Za-z0-9.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'malformed container_id %', quote_literal(left(release_container_proxies.container_id, 200))
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A container id is 1 to 128 letters, digits, ".", ":" or "-", starting with a letter or digit.',
+                  HINT = 'Pass the container part of a worker id (8b4f59aa for worker 8b4f59aa_3), '
+                         'not a pattern: "_" and "%" are not allowed.';
+    END IF;
+
+    v_prefix := release_container_proxies.container_id || '_';
+
+    -- Rows another transaction has locked are skipped, not waited for: that transaction is changing
+    -- them now (the heartbeat manager requeueing this container's tasks frees them itself), and
+    -- waiting while holding the rows locked so far could deadlock with it. Whatever it leaves held
+    -- by this container's dead workers, the sweeper frees.
+    SELECT array_agg(h.id ORDER BY h.id), array_agg(DISTINCT h.worker_id)
+      INTO v_ids, v_workers
+      FROM (SELECT h.id, h.worker_id
+              FROM public.proxies h
+             WHERE (h.is_in_use OR h.worker_id IS NOT NULL)
+               AND starts_with(h.worker_id, v_prefix)
+             ORDER BY h.id
+               FOR UPDATE SKIP LOCKED) h;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    PERFORM set_config('proxy_leases.event_reason', 'container_restart', true);
+    UPDATE public.proxies p
+       SET is_in_use = false, worker_id = NULL, strike_count = p.strike_count + 1
+     WHERE p.id = ANY (v_ids);
+    GET DIAGNOSTICS v_freed = ROW_COUNT;
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
+
+    RAISE LOG 'release_container_proxies: freed % proxies of restarted container % held by % worker(s): %',
+              v_freed, release_container_proxies.container_id, cardinality(v_workers),
+              -- The worker part after the prefix is the fleet's text: no line break reaches the log.
+              regexp_replace(array_to_string(v_workers[1:20], ', '), '[[:cntrl:]]', '?', 'g') || CASE WHEN cardinality(v_workers) > 20
+                                                          THEN format(' and %s more', cardinality(v_workers) - 20)
+                                                          ELSE '' END;
+    RETURN v_freed;
+END
+$$;
+
+COMMENT ON FUNCTION public.release_container_proxies(text) IS
+    'Frees every proxy held by a worker <container_id>_* and returns how many. Call it when a '
+    'container starts, before its workers take proxies. Never waits: a row another transaction has '
+    'locked is left to it (and to the sweeper). Each freed proxy gets a strike and a released event '
+    '(reason container_restart); freeing any writes one LOG line. NULL, empty or '
+    'malformed ids (a "_", "%", spaces, over 128 characters) raise 22023 and free nothing.'
+    ' Runs as its owner; EXECUTE is granted to proxy_leases_operator.';
