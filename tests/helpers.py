@@ -19,7 +19,7 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 # The newest revision: what `alembic upgrade head` ends at.
-HEAD = "0014_least_privilege"
+HEAD = "0015_input_checks"
 
 
 def alembic(url: str, verb: str, *args: str, cron: str = "off", **x: str) -> None:

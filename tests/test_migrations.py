@@ -19,6 +19,7 @@ PUBLIC_FUNCTIONS = {
     "tg_tasks__renew_proxy_lease_on_heartbeat",
     "tg_proxy_lease_settings__keep_the_row",
     "tg_proxy_lease_settings__apply_event_recording",
+    "tg_proxy_lease_settings__reject_bad_values",
     "tg_proxies__announce_available",
     "tg_proxies__announce_inserted",
     "proxy_address",
@@ -149,7 +150,7 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     assert catalog(database) == installed
 
 
-@pytest.mark.parametrize("step", ["0013_event_recording", "0012_stuck_rule_set_based", "0011_cron_history_retention", "0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
+@pytest.mark.parametrize("step", ["0014_least_privilege", "0013_event_recording", "0012_stuck_rule_set_based", "0011_cron_history_retention", "0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
                                   "0005_sweep_schedule", "0004_lease_backfill", "0003_lease",
                                   "0002_partial_indexes", "0001_fleet_schema"])
 def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):
