@@ -1,6 +1,6 @@
 """A scraper worker on the proxy-leases API. Copy it and pass your own scrape to run_worker.
 
-    DSN=postgresql://fleet@db.internal/fleet WORKER_ID=8b4f59aa_1 python examples/worker.py  # psycopg >= 3.2
+    DSN=postgresql://scraper@db.internal/fleet WORKER_ID=8b4f59aa_1 python examples/worker.py  # psycopg >= 3.2
 """
 
 import logging

@@ -25,6 +25,18 @@ worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(worker)
 
 
+@pytest.fixture(autouse=True)
+def scraper_role(db):
+    """The worker connects as a member of proxy_leases_worker and nothing else (README, "Roles and rights")."""
+    db.run("CREATE ROLE scraper LOGIN IN ROLE proxy_leases_worker")
+    yield
+    db.run("DROP OWNED BY scraper; DROP ROLE scraper")
+
+
+def dsn(db):
+    return db.url.replace("://postgres@", "://scraper@")
+
+
 def wait_until(predicate, what, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -38,7 +50,7 @@ def start_worker(db, worker_id, scrape, stop, **options):
 
     def run():
         try:
-            worker.run_worker(db.url, worker_id, scrape, stop=stop, **options)
+            worker.run_worker(dsn(db), worker_id, scrape, stop=stop, **options)
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
 
@@ -103,6 +115,7 @@ def test_a_worker_waiting_for_a_proxy_is_woken_by_the_notification(db):
     db.run("INSERT INTO catalog_tasks DEFAULT VALUES")
     # Count the worker's touches of its task: the second one comes after its LISTEN.
     db.run("CREATE TABLE touches (at timestamptz DEFAULT clock_timestamp())")
+    db.run("GRANT INSERT ON touches TO scraper")   # the counting trigger fires as the worker
     db.run("CREATE FUNCTION count_touch() RETURNS trigger LANGUAGE plpgsql AS "
            "$$ BEGIN INSERT INTO touches DEFAULT VALUES; RETURN NULL; END $$")
     db.run("CREATE TRIGGER count_touch AFTER UPDATE OF heartbeat_at ON catalog_tasks "
@@ -138,7 +151,7 @@ def test_a_banned_proxy_is_blocked_and_its_task_goes_back_to_pending(db, cooldow
         stop.set()  # or the worker would claim the task again straight away
         raise worker.Banned("HTTP 403 from example.com", cooldown=cooldown)
 
-    worker.run_worker(db.url, "c1_1", scrape, stop=stop)
+    worker.run_worker(dsn(db), "c1_1", scrape, stop=stop)
     assert task(db, "object_tasks") == ("pending", None)
     assert proxy(db) == (False, None, True, 1)  # free, blocked, one strike: the block's, none for the requeue
     reason, blocked_for = db.one("SELECT blocked_reason, blocked_until - blocked_at FROM proxies")
@@ -159,7 +172,7 @@ def test_a_scrape_that_fails_marks_the_task_failed_and_releases_cleanly(db):
         stop.set()
         raise ValueError("the page had no price")
 
-    worker.run_worker(db.url, "c1_1", scrape, stop=stop)
+    worker.run_worker(dsn(db), "c1_1", scrape, stop=stop)
     assert task(db) == ("failed", "c1_1")
     assert proxy(db) == (False, None, False, 0)  # a clean release forgives the strikes
 
@@ -168,7 +181,7 @@ def test_a_scrape_that_fails_marks_the_task_failed_and_releases_cleanly(db):
 def test_a_signal_mid_task_gives_back_proxy_and_task_and_exits_0(db, signum):
     db.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128'), ('http://10.0.0.2:3128')")
     db.run("INSERT INTO object_tasks DEFAULT VALUES")
-    env = {**os.environ, "DSN": db.url, "WORKER_ID": "c7_1", "DEMO_SCRAPE_SECONDS": "120"}
+    env = {**os.environ, "DSN": dsn(db), "WORKER_ID": "c7_1", "DEMO_SCRAPE_SECONDS": "120"}
     process = subprocess.Popen([sys.executable, "examples/worker.py"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -279,7 +292,7 @@ def test_the_heartbeat_renews_the_lease_and_the_task(db):
                    "a heartbeat")
         stop.set()
 
-    worker.run_worker(db.url, "c1_1", scrape, stop=stop, heartbeat_every=0.05)
+    worker.run_worker(dsn(db), "c1_1", scrape, stop=stop, heartbeat_every=0.05)
     assert seen["claimed"] is not None  # the claim itself sets heartbeat_at
     assert task(db) == ("done", "c1_1")
     assert proxy(db) == (False, None, False, 0)
