@@ -202,6 +202,12 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
         "pg_cron job %d %r in database %s runs %r in database %s on schedule %r",
         jobid, name(app_db), cron_db, sql, run_in, schedule,
     )
+    if bind.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
+        log.warning(
+            "pg_cron job %r runs as %s, a superuser, because that role ran the upgrade. Run the upgrade as "
+            "the role that owns the fleet's tables instead: the job then has that role's rights and no more "
+            "(see README, 'The pg_cron job').", name(app_db), bind.exec_driver_sql("SELECT current_user").scalar(),
+        )
 
 
 def unschedule_sweeper(op) -> None:

@@ -177,6 +177,13 @@ def test_a_malformed_history_retention_stops_the_upgrade_before_anything_is_sche
     assert history_job_name(database.name) not in [row[0] for row in jobs(pg_server)]
 
 
+def test_a_superusers_upgrade_warns_that_the_job_will_run_as_a_superuser(fresh_database, caplog):
+    database = fresh_database()
+    with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
+        database.upgrade(cron="require")
+    assert f"pg_cron job 'proxy_leases_sweep.{database.name}' runs as postgres, a superuser" in caplog.text
+
+
 def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_grants_a_job(
         fresh_database, pg_server, caplog):
     database = fresh_database()
@@ -197,7 +204,10 @@ def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_gr
             conn.execute("GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)"
                          " TO fleet_owner")
         alembic(owner_url, "downgrade", "0004_lease_backfill", cron="auto")
-        alembic(owner_url, "upgrade", "head", cron="require")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
+            alembic(owner_url, "upgrade", "head", cron="require")
+        assert "superuser" not in caplog.text
         with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
             assert conn.execute("SELECT username, database FROM cron.job WHERE jobname = %s",
                                 (job_name(database.name),)).fetchall() == [("fleet_owner", database.name)]
