@@ -38,13 +38,24 @@ def lock_timeout() -> str:
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
 (SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, \
-proxy_lease_settings, catalog_tasks or object_tasks. Most revisions run in one transaction and changed \
+proxy_lease_settings, catalog_tasks or object_tasks (or, for the pg_cron steps 0005, 0009 and 0011, \
+cron.job in pg_cron's database). Most revisions run in one transaction and changed \
 nothing; 0007_lease_api_backfill commits its tokens before validating, and they are kept. Every step \
 is safe to run again, and `alembic current` shows where the database is.
-Find the transaction:
+The database said: {error}
+Find the transaction{where}:
   SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
    WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
 then run the same command again when it has ended, or give it longer with -x lock_timeout=30s."""
+
+
+def connect_args() -> dict:
+    """For every connection a revision opens, pg_cron's included (migrations/pg_cron.py)."""
+    return {"options": "-c lock_timeout=" + lock_timeout().replace(" ", "\\ ")}
+
+
+config.attributes["lock_timeout"] = lock_timeout()
+config.attributes["connect_args"] = connect_args()
 
 
 def run_migrations_offline() -> None:
@@ -64,8 +75,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     # Set at connection start-up: nothing may run on this connection before configure(), or
     # SQLAlchemy 2 opens a transaction and Alembic silently drops transaction_per_migration.
-    engine = create_engine(database_url(), poolclass=pool.NullPool,
-                           connect_args={"options": "-c lock_timeout=" + lock_timeout().replace(" ", "\\ ")})
+    engine = create_engine(database_url(), poolclass=pool.NullPool, connect_args=connect_args())
     with engine.connect() as connection:
         context.configure(connection=connection, transaction_per_migration=True)
         try:
@@ -73,7 +83,10 @@ def run_migrations_online() -> None:
                 context.run_migrations()
         except exc.OperationalError as error:
             if getattr(error.orig, "sqlstate", None) in ("55P03", "40P01"):
-                raise SystemExit(LOCK_TIMEOUT_HELP.format(timeout=lock_timeout())) from error
+                where = getattr(error, "proxy_leases_database", None)
+                raise SystemExit(LOCK_TIMEOUT_HELP.format(
+                    timeout=lock_timeout(), error=str(error.orig).strip().replace("\n", " "),
+                    where=f" (in database {where}, where pg_cron lives)" if where else "")) from error
             raise
 
 

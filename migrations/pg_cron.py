@@ -96,13 +96,30 @@ def unavailable(mode: str, message: str, command: str) -> None:
     )
 
 
+# A lock on cron.job that this second connection cannot have within lock_timeout stops the revision
+# (migrations/env.py then says what to do), whatever the cron mode: it is not pg_cron missing.
+LOCK_TIMEOUT_SQLSTATES = ("55P03", "40P01")
+
+
 def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
-    return sa.create_engine(bind.engine.url.set(database=cron_db), poolclass=pool.NullPool)
+    """The second connection, under the same lock_timeout as the revision's own (migrations/env.py)."""
+    return sa.create_engine(bind.engine.url.set(database=cron_db), poolclass=pool.NullPool,
+                            connect_args=context.config.attributes.get("connect_args", {}))
+
+
+def _raise_if_lock_timeout(error: sa.exc.DBAPIError, cron_db: str) -> None:
+    if getattr(error.orig, "sqlstate", None) in LOCK_TIMEOUT_SQLSTATES:
+        error.proxy_leases_database = cron_db
+        raise error
 
 
 def _current_database(bind: sa.Connection) -> str:
     # Not the URL's: a URL may name no database (libpq then takes PGDATABASE or the user name).
     return bind.exec_driver_sql("SELECT current_database()").scalar()
+
+
+def _lock_timeout() -> str:
+    return context.config.attributes.get("lock_timeout") or "5s"
 
 
 def _offline_database() -> str:
@@ -196,6 +213,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
                 {"name": name(app_db), "schedule": schedule, "command": sql, "db": run_in},
             ).scalar()
     except sa.exc.DBAPIError as error:
+        _raise_if_lock_timeout(error, cron_db)
         unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip(), sql)
         return
     log.info(
@@ -236,6 +254,7 @@ def unschedule_job(op, name=job_name) -> None:
                 return
             removed = _unschedule(cron, name(app_db))
     except sa.exc.DBAPIError as error:
+        _raise_if_lock_timeout(error, cron_db)
         log.warning(
             "could not remove pg_cron job %r from database %s (%s). Remove it there by hand: "
             "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = '%s'",
@@ -259,12 +278,14 @@ def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, 
         lines = [
             "pg_cron: this step needs the database named by cron.database_name (usually postgres).",
             "Run there, as the user that owns the fleet's tables:",
+            f"  SET lock_timeout = {_literal(_lock_timeout())};",
             f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
             f"  {schedule_call}",
         ]
     else:
         lines = [
             "pg_cron: in the database named by cron.database_name, run:",
+            f"  SET lock_timeout = {_literal(_lock_timeout())};",
             f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
         ]
     # A colon followed by a word would be read as a bind parameter.
