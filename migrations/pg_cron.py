@@ -7,6 +7,7 @@ named after the fleet's database, so several fleet databases on one server each 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -107,6 +108,41 @@ def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
                             connect_args=context.config.attributes.get("connect_args", {}))
 
 
+@contextlib.contextmanager
+def _cron_transaction(bind: sa.Connection, cron_db: str):
+    """A transaction in pg_cron's database that ends with the revision's own.
+
+    It commits just before the revision's transaction does, after alembic_version is updated, and rolls
+    back if the revision fails after it: a job is not changed by a revision that did not happen. (Two
+    databases cannot commit as one; what is left is the instant between the two commits.)
+    """
+    engine = _cron_engine(bind, cron_db)
+    cron = engine.connect()
+    transaction = cron.begin()
+    done = []
+
+    def end(commit: bool) -> None:
+        if done:
+            return
+        done.append(commit)
+        try:
+            transaction.commit() if commit else transaction.rollback()
+        finally:
+            cron.close()
+            engine.dispose()
+
+    try:
+        yield cron
+    except BaseException:
+        end(commit=False)
+        raise
+    if not bind.in_transaction():
+        end(commit=True)
+        return
+    sa.event.listen(bind, "commit", lambda _conn: end(commit=True))
+    sa.event.listen(bind, "rollback", lambda _conn: end(commit=False))
+
+
 def _raise_if_lock_timeout(error: sa.exc.DBAPIError, cron_db: str) -> None:
     if getattr(error.orig, "sqlstate", None) in LOCK_TIMEOUT_SQLSTATES:
         error.proxy_leases_database = cron_db
@@ -197,7 +233,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     run_in = cron_db if in_cron_database else app_db
 
     try:
-        with _cron_engine(bind, cron_db).begin() as cron:
+        with _cron_transaction(bind, cron_db) as cron:
             extversion = _pg_cron_version(cron)
             if extversion is None:
                 cron.exec_driver_sql("CREATE EXTENSION pg_cron")
@@ -249,7 +285,7 @@ def unschedule_job(op, name=job_name) -> None:
     if cron_db is None:
         return
     try:
-        with _cron_engine(bind, cron_db).begin() as cron:
+        with _cron_transaction(bind, cron_db) as cron:
             if cron.exec_driver_sql("SELECT to_regclass('cron.job')").scalar() is None:
                 return
             removed = _unschedule(cron, name(app_db))

@@ -59,6 +59,8 @@ def prepare(database: Database, start: str, cron: str = "off") -> None:
 
 
 def version(database: Database) -> str:
+    if database.one("SELECT to_regclass('alembic_version') IS NULL"):
+        return "base"
     return database.one("SELECT coalesce((SELECT version_num FROM alembic_version), 'base')")
 
 
@@ -72,7 +74,9 @@ UNION ALL
 SELECT 'trigger state ' || tgrelid::regclass || '.' || tgname || ': ' || tgenabled::text
   FROM pg_trigger WHERE NOT tgisinternal
 UNION ALL
-SELECT 'description ' || classoid::regclass || ' ' || objoid || '/' || objsubid || ': ' || md5(description)
+SELECT 'description ' || classoid::regclass || ' '
+       || CASE WHEN classoid = 'pg_class'::regclass THEN objoid::regclass::text ELSE objoid::text END
+       || '/' || objsubid || ': ' || md5(description)
   FROM pg_description WHERE objoid >= 16384
 UNION ALL
 SELECT 'sequence ' || seqrelid::regclass || ' ' || seqstart || ' ' || seqincrement FROM pg_sequence
@@ -363,3 +367,153 @@ def test_the_backfill_downgrade_queues_the_fleet_behind_its_lock_request(fresh_d
     if stalled > 1.0:
         pytest.xfail(f"defect: 0004_lease_backfill's downgrade queues the fleet for lock_timeout ({stalled:.1f}s); "
                      "its revision file would need 0003_lease_locks.sql first, as 0007's downgrade has")
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. A failure in the middle of a step (or at its very end) leaves the previous revision intact.
+# ----------------------------------------------------------------------------------------------
+
+INJECT = """
+CREATE SCHEMA inject;
+CREATE TABLE inject.plan (fail_at integer NOT NULL);
+CREATE TABLE inject.seen (n integer NOT NULL, tag text NOT NULL);
+INSERT INTO inject.plan VALUES (FAIL_AT);
+CREATE FUNCTION inject.on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(nullif(current_setting('inject.n', true), ''), '0')::integer + 1;
+BEGIN
+    PERFORM set_config('inject.n', n::text, false);   -- the session's count: CONCURRENTLY commits on its own
+    IF n = (SELECT fail_at FROM inject.plan) THEN
+        RAISE EXCEPTION 'injected failure at DDL command % (%)', n, tg_tag;
+    END IF;
+    INSERT INTO inject.seen VALUES (n, tg_tag);
+END
+$$;
+CREATE EVENT TRIGGER inject_failure ON ddl_command_end EXECUTE FUNCTION inject.on_ddl();
+"""
+REMOVE_INJECT = "DROP EVENT TRIGGER inject_failure; DROP SCHEMA inject CASCADE"
+
+ALEMBIC_VERSION = ("CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32) NOT NULL, "
+                   "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+FAIL_AT_THE_END = """
+CREATE FUNCTION public.inject_fail_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'injected failure: alembic_version not updated'; END $$;
+CREATE TRIGGER inject_fail_version BEFORE INSERT OR UPDATE OR DELETE ON alembic_version
+    FOR EACH ROW EXECUTE FUNCTION public.inject_fail_version();
+"""
+REMOVE_FAIL_AT_THE_END = "DROP TRIGGER inject_fail_version ON alembic_version; DROP FUNCTION public.inject_fail_version()"
+
+# The steps that commit part of their work before they end, by design (README, "The revisions"):
+# what a failure after that point may leave behind, besides which the database must be as it was.
+INDEXES = {"0002_partial_indexes": ("catalog_tasks_processing_worker_idx", "object_tasks_processing_worker_idx",
+                                    "proxies_held_worker_idx"),
+           "0008_pool_indexes": ("proxies_free_rotation_idx", "proxies_cooldown_idx")}
+
+
+def committed_part(direction: str, rev: str, before: dict, after: dict) -> None:
+    """Assert that `after` differs from `before` only in what the step commits before it ends."""
+    assert after["version"] == before["version"]
+    if rev in INDEXES:  # each CONCURRENTLY statement commits: indexes built or dropped so far (maybe INVALID)
+        ours = re.compile("|".join(INDEXES[rev]))
+        for key in ("catalog", "extra"):
+            assert [line for line in after[key] if not ours.search(line)] == \
+                   [line for line in before[key] if not ours.search(line)]
+        assert {k: v for k, v in after.items() if k not in ("catalog", "extra")} == \
+               {k: v for k, v in before.items() if k not in ("catalog", "extra")}
+    elif (direction, rev) == ("upgrade", "0007_lease_api_backfill"):
+        # The tokens commit before the validation (and each VALIDATE commits on its own).
+        validated = re.compile(r"^constraint proxies\.proxies_(lease_token|block)_consistent: .* valid=")
+        assert [line for line in after["catalog"] if not validated.search(line)] == \
+               [line for line in before["catalog"] if not validated.search(line)]
+        strip = lambda rows: [{k: v for k, v in row[0].items() if k != "lease_token"} for row in rows]
+        assert strip(after["proxies"]) == strip(before["proxies"])
+        assert all(row[0]["lease_token"] is not None for row in after["proxies"] if row[0]["is_in_use"])
+        assert {k: v for k, v in after.items() if k not in ("catalog", "proxies")} == \
+               {k: v for k, v in before.items() if k not in ("catalog", "proxies")}
+    else:
+        assert after == before
+
+
+PARTLY_COMMITTED = {(d, r) for d, r in STEPS if r in INDEXES} | {("upgrade", "0007_lease_api_backfill")}
+INJECTIONS = ([(d, r, "middle") for d, r in STEPS if r not in CRON_REVISIONS]
+              + [(d, r, "end") for d, r in STEPS if r in CRON_REVISIONS or (d, r) in PARTLY_COMMITTED
+                 or r in ("0003_lease", "0006_lease_api", "0010_lease_events", "0013_event_recording")])
+
+
+@pytest.mark.parametrize("direction, rev, where", INJECTIONS, ids=[f"{d}-{r}-{w}" for d, r, w in INJECTIONS])
+def test_a_step_that_fails_midway_leaves_the_previous_revision_intact(fresh_database, pg_server, direction, rev, where):
+    """middle: an event trigger raises at the step's middle DDL command. end: a trigger on alembic_version
+    raises when Alembic records the step, after everything else, pg_cron's job included."""
+    cron = "auto" if rev in CRON_REVISIONS else "off"
+    start, target = start_and_target(direction, rev)
+    reference, database = fresh_database(), fresh_database()
+    try:
+        for db in (reference, database):
+            prepare(db, start, cron=cron)
+        if where == "middle":
+            reference.run(INJECT.replace("FAIL_AT", "0"))
+            run_step(reference, direction, rev, cron=cron)
+            commands = reference.all("SELECT n, tag FROM inject.seen ORDER BY n")
+            assert commands, f"{direction} {rev} runs no DDL: nothing to fail in its middle"
+            fail_at = (len(commands) + 1) // 2
+            database.run(INJECT.replace("FAIL_AT", str(fail_at)))
+            expected = f"injected failure at DDL command {fail_at} ({commands[fail_at - 1][1]})"
+        else:
+            run_step(reference, direction, rev, cron=cron)
+            database.run(ALEMBIC_VERSION)
+            database.run(FAIL_AT_THE_END)
+            expected = "injected failure: alembic_version not updated"
+        reference_catalog = catalog(reference)
+        before, jobs = snapshot(database), cron_jobs(pg_server, database)
+
+        with pytest.raises(Exception, match=re.escape(expected)):
+            run_step(database, direction, rev, cron=cron)
+
+        after = snapshot(database)
+        if (direction, rev) in PARTLY_COMMITTED:
+            committed_part(direction, rev, before, after)
+        else:
+            assert after == before
+        assert cron_jobs(pg_server, database) == jobs, "pg_cron's job changed by a step that did not happen"
+
+        database.run(REMOVE_INJECT if where == "middle" else REMOVE_FAIL_AT_THE_END)
+        run_step(database, direction, rev, cron=cron)  # the step runs again, and ends where it should
+        assert version(database) == target
+        assert catalog(database) == reference_catalog
+        def generic(db):
+            return [tuple(str(v).replace(db.name, "<db>") for v in job[1:]) for job in cron_jobs(pg_server, db)]
+        assert generic(database) == generic(reference)
+    finally:
+        for db in (reference, database):
+            drop_cron_jobs(pg_server, db)
+
+
+CRON_SCHEDULING = [("upgrade", "0005_sweep_schedule"), ("upgrade", "0009_maintenance_schedule"),
+                   ("downgrade", "0009_maintenance_schedule"), ("upgrade", "0011_cron_history_retention")]
+
+
+@pytest.mark.parametrize("direction, rev", CRON_SCHEDULING, ids=[f"{d}-{r}" for d, r in CRON_SCHEDULING])
+def test_a_pg_cron_step_whose_new_job_is_refused_keeps_the_old_job_and_the_revision(
+        fresh_database, pg_server, direction, rev):
+    """pg_cron refuses the new job after the old one was unscheduled (a trigger on cron.job, in pg_cron's
+    database): with cron=require the step stops, and the old job is still there, untouched."""
+    database = fresh_database()
+    start, _ = start_and_target(direction, rev)
+    prepare(database, start, cron="auto")
+    before, jobs = snapshot(database), cron_jobs(pg_server, database)
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        conn.execute("""CREATE FUNCTION public.inject_refuse_job() RETURNS trigger LANGUAGE plpgsql AS $$
+                        BEGIN RAISE EXCEPTION 'injected: job % refused', NEW.jobname; END $$""")
+        conn.execute("CREATE TRIGGER inject_refuse_job BEFORE INSERT ON cron.job FOR EACH ROW "
+                     f"WHEN (NEW.jobname LIKE '%.{database.name}') EXECUTE FUNCTION public.inject_refuse_job()")
+        try:
+            with pytest.raises(Exception, match="injected: job .* refused"):
+                run_step(database, direction, rev, cron="require")
+        finally:
+            conn.execute("DROP TRIGGER inject_refuse_job ON cron.job")
+            conn.execute("DROP FUNCTION public.inject_refuse_job()")
+    try:
+        assert snapshot(database) == before
+        assert cron_jobs(pg_server, database) == jobs
+    finally:
+        drop_cron_jobs(pg_server, database)
