@@ -195,6 +195,10 @@ BLOCKERS: dict[tuple[str, str], list[Blocker]] = {
     ("downgrade", "0012_stuck_rule_set_based"): [SETTINGS_READER],
     ("upgrade", "0013_event_recording"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
     ("downgrade", "0013_event_recording"): [WORKER_HEARTBEAT],
+    ("upgrade", "0014_least_privilege"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0014_least_privilege"): [WORKER_HEARTBEAT],
+    ("upgrade", "0015_input_checks"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0015_input_checks"): [PROXIES_READER],
 }
 UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "
@@ -437,7 +441,8 @@ def committed_part(direction: str, rev: str, before: dict, after: dict) -> None:
 PARTLY_COMMITTED = {(d, r) for d, r in STEPS if r in INDEXES} | {("upgrade", "0007_lease_api_backfill")}
 INJECTIONS = ([(d, r, "middle") for d, r in STEPS if r not in CRON_REVISIONS]
               + [(d, r, "end") for d, r in STEPS if r in CRON_REVISIONS or (d, r) in PARTLY_COMMITTED
-                 or r in ("0003_lease", "0006_lease_api", "0010_lease_events", "0013_event_recording")])
+                 or r in ("0003_lease", "0006_lease_api", "0010_lease_events", "0013_event_recording",
+                         "0014_least_privilege", "0015_input_checks")])
 
 
 @pytest.mark.parametrize("direction, rev, where", INJECTIONS, ids=[f"{d}-{r}-{w}" for d, r, w in INJECTIONS])
