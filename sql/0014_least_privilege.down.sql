@@ -1,8 +1,10 @@
 -- Back to 0013_event_recording's rights: the functions run with the caller's rights again (the
 -- previous versions, run after this file, say SECURITY INVOKER by leaving it out), so EXECUTE goes
--- back to PUBLIC, and every other grant on them, which PUBLIC's makes redundant, goes. The two roles
--- lose what this database granted them; a role this revision created is dropped where nothing holds
--- on to it: no member, and no rights in this or another database.
+-- back to PUBLIC, and every other grant on them, which PUBLIC's makes redundant, goes (a role
+-- that had EXECUTE revoked from PUBLIC before 0014 gets PUBLIC's back: a downgrade cannot tell).
+-- The two roles lose exactly what this revision granted them, so grants of your own (the task
+-- tables' result columns) stay; a role this revision created is dropped where nothing holds on to
+-- it: no member, and no rights in this or another database.
 
 DO $restore_rights$
 DECLARE
@@ -35,11 +37,14 @@ DECLARE
 BEGIN
     FOREACH v_role IN ARRAY ARRAY['proxy_leases_worker', 'proxy_leases_operator'] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = v_role);
-        EXECUTE format('REVOKE ALL ON public.proxies, public.proxy_lease_events, public.catalog_tasks, '
-                       'public.object_tasks, public.proxy_pool_status, public.proxy_pool_by_container, '
-                       'public.stuck_proxies, public.proxy_recoveries, public.proxy_recovery_by_hour FROM %I', v_role);
-        EXECUTE format('REVOKE ALL ON FUNCTION public.prune_lease_events(integer) FROM %I', v_role);
-        EXECUTE format('REVOKE ALL ON PROCEDURE public.run_lease_maintenance(integer, integer, integer) FROM %I', v_role);
+        EXECUTE format('REVOKE SELECT ON public.proxy_pool_status, public.proxy_pool_by_container, '
+                       'public.stuck_proxies, public.proxies, public.proxy_lease_events, public.proxy_recoveries, '
+                       'public.proxy_recovery_by_hour FROM %I', v_role);
+        EXECUTE format('REVOKE SELECT, UPDATE (status, worker_id, heartbeat_at) ON public.catalog_tasks, '
+                       'public.object_tasks FROM %I', v_role);
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION public.prune_lease_events(integer) FROM %I', v_role);
+        EXECUTE format('REVOKE EXECUTE ON PROCEDURE public.run_lease_maintenance(integer, integer, integer) FROM %I',
+                       v_role);
         CONTINUE WHEN coalesce(pg_catalog.shobj_description(v_role::regrole, 'pg_authid'), '')
                       NOT LIKE '%Created by revision 0014_least_privilege.'
                   OR EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.roleid = v_role::regrole);

@@ -44,7 +44,7 @@ def login_role(database, name: str, *member_of: str):
 
 
 def refused(conn, statement: str, params=None) -> None:
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"), conn.transaction():
         conn.execute(statement, params)
 
 
@@ -131,6 +131,7 @@ def test_a_fleet_role_that_could_update_proxies_before_the_upgrade_keeps_the_api
             assert worker.execute("SELECT renew_proxy_lease(%s, %s) > now()", (proxy_id, token)).fetchone() == (True,)
             assert worker.execute("SELECT release_proxy(%s, %s)", (proxy_id, token)).fetchone() == (True,)
             assert worker.execute("SELECT release_stuck_proxies()").fetchone() == (0,)
+            refused(worker, "SELECT requeue_stale_tasks()")   # it needed the task tables, and still does
         with database.connect() as manager:
             manager.execute("SET ROLE old_manager")
             assert manager.execute("SELECT requeue_stale_tasks()").fetchone() == (0,)
@@ -143,13 +144,19 @@ def test_a_fleet_role_that_could_update_proxies_before_the_upgrade_keeps_the_api
         database.run("DROP OWNED BY old_worker, old_manager; DROP ROLE old_worker, old_manager")
 
 
-def test_every_function_that_runs_as_its_owner_pins_its_search_path_and_says_who_may_call_it(db):
+def test_every_function_that_runs_as_its_owner_searches_pg_temp_last_and_says_who_may_call_it(db):
     definers = db.all("""
         SELECT p.oid::regprocedure::text, coalesce(p.proconfig, '{}'),
                EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee = 0)
           FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef ORDER BY 1""")
     assert len(definers) >= 17
-    assert [name for name, config, _ in definers if 'search_path=""' not in config] == []
+    # Not '': an empty search_path still searches the caller's pg_temp first for tables and types.
+    assert [name for name, config, _ in definers if "search_path=pg_catalog, pg_temp" not in config] == []
+    # Any function can run inside one of those, as the owner: a trigger they fire, say.
+    empty = db.all("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace "
+                   "AND 'search_path=\"\"' = ANY (p.proconfig) ORDER BY 1")
+    # These two fire only for a role that may delete the settings or update the trail: the owner.
+    assert empty == [("tg_proxy_lease_events__append_only()",), ("tg_proxy_lease_settings__keep_the_row()",)]
     # Run by anyone, as its owner: only what reveals nothing and changes nothing.
     assert [name for name, _, public in definers if public] == ["worker_has_processing_task(text)"]
 
@@ -230,3 +237,48 @@ def test_a_legacy_worker_with_a_hostile_search_path_still_gets_the_triggers_rule
     assert pool.one("SELECT is_in_use, worker_id, lease_token FROM proxies WHERE id = 1") == (False, None, None)
     assert pool.all("SELECT event, reason FROM proxy_lease_events ORDER BY id") == [
         ("granted", "direct_update"), ("released", "direct_update")]
+
+
+TEMPORARY_TRAPS = """
+CREATE TABLE pg_temp.proxies (id pg_catalog.int8, is_in_use pg_catalog.bool, worker_id pg_catalog.text);
+CREATE TABLE pg_temp.proxy_lease_settings (lease_duration pg_catalog.interval);
+CREATE FUNCTION pg_temp.hijacked(pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$;
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.hijacked(VALUE));
+CREATE DOMAIN pg_temp.timestamptz AS pg_catalog.timestamptz CHECK (pg_temp.hijacked(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.interval AS pg_catalog.interval CHECK (pg_temp.hijacked(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.bigint AS pg_catalog.int8 CHECK (pg_temp.hijacked(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.integer AS pg_catalog.int4 CHECK (pg_temp.hijacked(VALUE::pg_catalog.text));
+CREATE DOMAIN pg_temp.boolean AS pg_catalog.bool CHECK (pg_temp.hijacked(VALUE::pg_catalog.text));
+"""
+
+
+def test_types_and_tables_in_the_callers_temporary_schema_are_never_used_by_code_that_runs_as_the_owner(pool):
+    """Every role may create temporary objects, and PostgreSQL searches pg_temp first for types and
+    tables unless search_path names it: a pg_temp.text domain whose CHECK runs the caller's code would
+    run it as the owner of any function that declares a text variable."""
+    with login_role(pool, "temp_intruder", "proxy_leases_worker") as worker:
+        worker.execute(TEMPORARY_TRAPS)
+        with pytest.raises(psycopg.errors.RaiseException, match="hijacked as temp_intruder"):   # armed
+            worker.execute("SELECT 'x'::text")
+        task = worker.execute(CLAIM.replace("RETURNING id", "RETURNING id::pg_catalog.int8"), ("c1_1",)).fetchone()[0]
+        proxy_id, _, token, _ = worker.execute("SELECT * FROM public.acquire_proxy('c1_1')").fetchone()
+        worker.execute("SELECT public.renew_proxy_lease(%s, %s)", (proxy_id, token))
+        pool.run("UPDATE proxies SET renewed_at = renewed_at - interval '1 hour' WHERE id = %s", (proxy_id,))
+        worker.execute("UPDATE public.catalog_tasks SET heartbeat_at = pg_catalog.clock_timestamp() WHERE id = %s",
+                       (task,))                                   # the heartbeat trigger renews the lease
+        assert worker.execute("SELECT public.release_proxy(%s, %s)", (proxy_id, token)).fetchone() == (True,)
+        proxy_id, _, token, _ = worker.execute("SELECT * FROM public.acquire_proxy('c1_1')").fetchone()
+        assert worker.execute("SELECT public.block_proxy(%s, %s, 'HTTP 403', '1 minute')",
+                              (proxy_id, token)).fetchone() == (True,)
+        worker.execute("SELECT public.worker_has_processing_task('c1_1')")
+        worker.execute("SELECT * FROM public.acquire_proxy('c1_1')").fetchone()
+        worker.execute("UPDATE public.catalog_tasks SET status = 'done' WHERE id = %s", (task,))   # release trigger
+    with login_role(pool, "temp_operator", "proxy_leases_operator") as operator:
+        operator.execute(TEMPORARY_TRAPS)
+        for call in ("SELECT public.release_stuck_proxies()", "SELECT public.release_container_proxies('c1')",
+                     "SELECT public.requeue_stale_tasks()", "SELECT public.unblock_cooled_down_proxies()",
+                     "SELECT public.unblock_proxy(1)", "SELECT public.prune_lease_events()"):
+            operator.execute(call)
+    assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0
+    assert pool.one("SELECT count(*) FROM proxy_lease_events") == 7

@@ -1,12 +1,14 @@
 """Least privilege: a worker role that may use the lease API but not write proxies, and an operator role.
 
-The functions that change proxies become SECURITY DEFINER (their search_path was already pinned), and
-EXECUTE on them moves from PUBLIC to proxy_leases_worker (the fenced API) and proxy_leases_operator
-(the API and the clean-ups). Roles that could call them before, by their right to update proxies or the
-task tables, keep EXECUTE, each named in a NOTICE. Catalog changes only, under the short, retried
-locks of 0006_lease_api. Creating the roles needs CREATEROLE, unless they exist already. The
-downgrade restores the caller's-rights versions and EXECUTE for PUBLIC, and drops the roles this
-revision created where nothing holds on to them.
+The functions that change proxies become SECURITY DEFINER, and every SECURITY DEFINER function, and
+every trigger they fire, gets search_path = pg_catalog, pg_temp: the empty search_path they had still searched the caller's
+temporary schema first for types, which let a caller run code as their owner. EXECUTE on the nine
+moves from PUBLIC to proxy_leases_worker (the fenced API) and proxy_leases_operator (the API and
+the clean-ups). Roles that could call them before, by their right to update proxies or the task
+tables, keep what they could call, each named in a NOTICE. Catalog changes only, under the short,
+retried locks of 0006_lease_api. Creating the roles needs CREATEROLE, unless they exist already.
+The downgrade restores the previous versions and EXECUTE for PUBLIC, takes back exactly what it
+granted, and drops the roles this revision created where nothing holds on to them.
 
 Revision ID: 0014_least_privilege
 Revises: 0013_event_recording
@@ -36,6 +38,16 @@ def upgrade() -> None:
         "functions/release_stuck_proxies.v4.sql",
         "functions/release_container_proxies.v4.sql",
         "functions/requeue_stale_tasks.v2.sql",
+        "functions/tg_proxies__keep_lease_consistent.v4.sql",
+        "functions/tg_proxies__record_lease_events.v2.sql",
+        "functions/tg_proxies__record_lease_events_on_truncate.v2.sql",
+        "functions/tg_proxy_lease_settings__apply_event_recording.v2.sql",
+        "functions/tg_tasks__release_proxy_on_task_exit.v4.sql",
+        "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v3.sql",
+        "functions/worker_has_processing_task.v4.sql",
+        "functions/prune_lease_events.v2.sql",
+        "functions/tg_proxies__announce_available.v2.sql",
+        "functions/tg_proxies__announce_inserted.v2.sql",
         "0014_least_privilege_grants.sql",
     )
 
@@ -54,4 +66,14 @@ def downgrade() -> None:
         "functions/release_stuck_proxies.v3.sql",
         "functions/release_container_proxies.v3.sql",
         "functions/requeue_stale_tasks.v1.sql",
+        "functions/tg_proxies__keep_lease_consistent.v3.sql",
+        "functions/tg_proxies__record_lease_events.v1.sql",
+        "functions/tg_proxies__record_lease_events_on_truncate.v1.sql",
+        "functions/tg_proxy_lease_settings__apply_event_recording.v1.sql",
+        "functions/tg_tasks__release_proxy_on_task_exit.v3.sql",
+        "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v2.sql",
+        "functions/worker_has_processing_task.v3.sql",
+        "functions/prune_lease_events.v1.sql",
+        "functions/tg_proxies__announce_available.v1.sql",
+        "functions/tg_proxies__announce_inserted.v1.sql",
     )

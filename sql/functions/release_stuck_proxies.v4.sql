@@ -14,14 +14,18 @@
 --
 -- Since 0014_least_privilege it runs as its owner (SECURITY DEFINER) and is granted to
 -- proxy_leases_operator, not to PUBLIC: a caller needs EXECUTE, not the right to write proxies, so
--- this function's own rules are the only way such a caller changes a proxy. The empty search_path
--- and the qualified names mean nothing the caller puts on its path is looked up.
+-- this function's own rules are the only way such a caller changes a proxy.
+--
+-- search_path is pg_catalog, pg_temp, not empty: an empty search_path still searches the caller's
+-- temporary schema first for tables and types, so a caller's own pg_temp.text domain would run its
+-- CHECK as this function's owner. Listed last, pg_temp is never reached, as every other name is
+-- qualified.
 
 CREATE OR REPLACE FUNCTION public.release_stuck_proxies()
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- Put back after each write: this may run inside another labelled statement (a trigger's).

@@ -6,14 +6,18 @@
 -- Since 0014_least_privilege it runs as its owner (SECURITY DEFINER) and is granted to
 -- proxy_leases_worker and proxy_leases_operator, not to PUBLIC: a caller needs EXECUTE, not the
 -- right to write proxies, so this function's own rules are the only way such a caller changes a
--- proxy. The empty search_path and the qualified names mean nothing the caller puts on its path is
--- looked up.
+-- proxy.
+--
+-- search_path is pg_catalog, pg_temp, not empty: an empty search_path still searches the caller's
+-- temporary schema first for tables and types, so a caller's own pg_temp.text domain would run its
+-- CHECK as this function's owner. Listed last, pg_temp is never reached, as every other name is
+-- qualified.
 
 CREATE OR REPLACE FUNCTION public.renew_proxy_lease(proxy_id bigint, lease_token bigint, lease interval DEFAULT NULL)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_lease interval := coalesce(renew_proxy_lease.lease, (SELECT s.lease_duration FROM public.proxy_lease_settings s));
@@ -25,7 +29,11 @@ BEGIN
         RAISE EXCEPTION 'proxy_id and lease_token must not be NULL'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what acquire_proxy returned.';
     END IF;
-    IF v_lease <= interval '0' THEN
+    -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+    -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+    IF v_lease <= interval '0'
+       OR least(extract(year FROM v_lease), extract(month FROM v_lease), extract(day FROM v_lease),
+                extract(epoch FROM v_lease - date_trunc('day', v_lease))) < 0 THEN
         RAISE EXCEPTION 'lease must be positive, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';

@@ -8,16 +8,17 @@
 CREATE OR REPLACE FUNCTION public.tg_proxy_lease_settings__reject_bad_values()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c_longest constant interval := interval '100 years';
     v_column text;
     v_value  interval;
 BEGIN
-    IF TG_OP = 'INSERT' OR NOT NEW.singleton THEN
+    IF TG_OP = 'INSERT' OR NEW.singleton IS NOT TRUE THEN
         RAISE EXCEPTION 'proxy_lease_settings must keep its one row'
-            USING ERRCODE = CASE TG_OP WHEN 'INSERT' THEN 'unique_violation' ELSE 'check_violation' END,
+            USING ERRCODE = CASE WHEN TG_OP = 'INSERT' THEN 'unique_violation'
+                                 WHEN NEW.singleton IS NULL THEN 'not_null_violation' ELSE 'check_violation' END,
                   HINT = 'Change a setting with UPDATE proxy_lease_settings SET ...';
     END IF;
 
@@ -31,7 +32,11 @@ BEGIN
 
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('heartbeat_timeout', NEW.heartbeat_timeout),
                                     ('event_retention', NEW.event_retention) LOOP
-        IF v_value <= interval '0' THEN
+        -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+        -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+        IF v_value <= interval '0'
+           OR least(extract(year FROM v_value), extract(month FROM v_value), extract(day FROM v_value),
+                    extract(epoch FROM v_value - date_trunc('day', v_value))) < 0 THEN
             RAISE EXCEPTION '% must be positive, got %', v_column, v_value
                 USING ERRCODE = 'check_violation', COLUMN = v_column,
                       HINT = CASE v_column WHEN 'event_retention' THEN 'NULL keeps every event; ' ELSE '' END
@@ -47,7 +52,10 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF NEW.orphan_grace < interval '0' THEN
+    IF NEW.orphan_grace < interval '0'
+       OR least(extract(year FROM NEW.orphan_grace), extract(month FROM NEW.orphan_grace),
+                extract(day FROM NEW.orphan_grace),
+                extract(epoch FROM NEW.orphan_grace - date_trunc('day', NEW.orphan_grace))) < 0 THEN
         RAISE EXCEPTION 'orphan_grace must not be negative, got %', NEW.orphan_grace
             USING ERRCODE = 'check_violation', COLUMN = 'orphan_grace',
                   HINT = '0 treats a held proxy without a task in processing as orphaned at once.';
