@@ -1,0 +1,97 @@
+"""examples/worker.py, unchanged, with its connections observed and gated.
+
+The README's worker is the contract, so the soak runs that very file: it is loaded as a module of its
+own and its `psycopg` name is pointed at a shim whose connect() returns an ObservedConnection. Nothing
+in run_worker changes. Each statement of a worker
+  - passes the worker's gate first: a paused or dead worker sends nothing (soak/gate.py);
+  - is observed: what acquire_proxy granted, which renew_proxy_lease, release_proxy and block_proxy
+    calls succeeded and which were fenced out (soak/records.py). Results are read and the cursor
+    rewound, so the worker reads them as if nobody had looked.
+The commit of a transaction block passes the gate too: a worker frozen inside settle()'s transaction
+stays idle in it, as a frozen process would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from soak.records import Records, Worker
+
+WORKER_FILE = Path(__file__).resolve().parent.parent / "examples" / "worker.py"
+
+
+class ObservedCursor(psycopg.Cursor):
+    def execute(self, query, params=None, **kwargs):  # noqa: ANN001 - psycopg's signature
+        worker: Worker = self.connection.soak_worker
+        records: Records = self.connection.soak_records
+        text = query if isinstance(query, str) else str(query)
+        with worker.gate.statement():
+            sent = time.time()
+            try:
+                super().execute(query, params, **kwargs)
+            except psycopg.Error as exc:
+                if "renew_proxy_lease(" in text and exc.sqlstate == "LP001":
+                    records.on_fenced(worker, "renew", params[0], params[1], sent, False)
+                raise
+            replied = time.time()
+            if "FROM acquire_proxy(" in text:
+                row = self._peek()
+                if row is not None:
+                    records.on_acquire(worker, row[0], row[2], replied)
+            elif "renew_proxy_lease(" in text:
+                records.on_fenced(worker, "renew", params[0], params[1], sent, True)
+            elif ("release_proxy(" in text or "block_proxy(" in text) and (row := self._peek()) is not None:
+                records.on_fenced(worker, "release" if "release_proxy(" in text else "block",
+                                  params[0], params[1], sent, bool(row[0]))
+        return self
+
+    def _peek(self) -> Any:
+        if self.pgresult is None or self.pgresult.ntuples == 0:
+            return None
+        row = self.fetchone()
+        self.scroll(0, mode="absolute")
+        return row
+
+
+class ObservedConnection(psycopg.Connection):
+    soak_worker: Worker
+    soak_records: Records
+
+    @contextmanager
+    def transaction(self, *args, **kwargs):
+        with super().transaction(*args, **kwargs) as tx:
+            yield tx
+            self.soak_worker.gate.passing()  # before the COMMIT
+
+
+class _PsycopgShim:
+    """Stands for the psycopg module inside examples/worker.py: connect() is observed, the rest is psycopg."""
+
+    def __init__(self, connect) -> None:  # noqa: ANN001
+        self.connect = connect
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(psycopg, name)
+
+
+def load_worker(workers_by_dsn: dict[str, Worker], records: Records):
+    """examples/worker.py as a module whose connections belong to the worker their DSN names."""
+    spec = importlib.util.spec_from_file_location("soak_example_worker", WORKER_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def connect(dsn: str, **kwargs: Any) -> ObservedConnection:
+        worker = workers_by_dsn[dsn]
+        worker.gate.passing()  # a paused or dead worker opens no connection either
+        conn = ObservedConnection.connect(dsn, cursor_factory=ObservedCursor, **kwargs)
+        conn.soak_worker, conn.soak_records = worker, records
+        return conn
+
+    module.psycopg = _PsycopgShim(connect)
+    return module

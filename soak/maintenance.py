@@ -1,0 +1,66 @@
+"""Everything periodic that is not a worker: the maintenance (when no pg_cron job runs it), an operator
+who unblocks quarantined proxies, and a feeder that keeps both task tables stocked with pending tasks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from soak.config import SoakConfig
+from soak.records import Records
+
+TABLES = ("catalog_tasks", "object_tasks")
+
+
+class Every(threading.Thread):
+    """Calls action(conn) every `period` seconds (fixed rate) on a connection of its own."""
+
+    def __init__(self, name: str, url: str, period: float, action: Callable[[psycopg.Connection], None],
+                 records: Records, stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.url, self.period, self.action, self.records, self.stop = url, period, action, records, stop
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True, application_name=f"soak:{self.name}") as conn:
+            next_at = time.monotonic()
+            while not self.stop.is_set():
+                try:
+                    self.action(conn)
+                except Exception as exc:  # noqa: BLE001 - reported; the next round tries again
+                    self.records.error(f"{self.name}: {type(exc).__name__}: {exc}")
+                    if conn.closed:
+                        return
+                next_at += self.period
+                self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def maintenance(records: Records) -> Callable[[psycopg.Connection], None]:
+    def run(conn: psycopg.Connection) -> None:
+        requeued, released, unblocked = conn.execute("CALL run_lease_maintenance()").fetchone()
+        records.count("maintenance_runs")
+        records.count("requeued_tasks", requeued or 0)
+        records.count("swept_proxies", released or 0)
+        records.count("cooled_down_unblocked", unblocked or 0)
+    return run
+
+
+def operator(config: SoakConfig, records: Records) -> Callable[[psycopg.Connection], None]:
+    def run(conn: psycopg.Connection) -> None:
+        records.count("quarantine_unblocked_by_operator", conn.execute(
+            "SELECT count(*) FILTER (WHERE unblock_proxy(id)) FROM proxies "
+            " WHERE is_blocked AND blocked_until IS NULL AND blocked_at < now() - make_interval(secs => %s)",
+            (config.unblock_quarantined_after,)).fetchone()[0])
+    return run
+
+
+def feeder(config: SoakConfig) -> Callable[[psycopg.Connection], None]:
+    def run(conn: psycopg.Connection) -> None:
+        for table in TABLES:
+            pending = conn.execute(f"SELECT count(*) FROM {table} WHERE status = 'pending'").fetchone()[0]
+            if pending < config.pending_tasks:
+                conn.execute(f"INSERT INTO {table} (payload) SELECT jsonb_build_object('n', n) "
+                             "FROM generate_series(1, %s) n", (2 * config.pending_tasks - pending,))
+    return run

@@ -1,0 +1,72 @@
+"""The figures a soak prints, and the JSON written next to them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from soak.config import SoakConfig
+
+
+def summary(config: SoakConfig, records, checked: dict, elapsed: float, extra: dict) -> dict:
+    counters = dict(records.counters)
+    return {
+        "config": {k: v for k, v in vars(config).items()},
+        "elapsed_s": round(elapsed, 1),
+        "acquisitions": counters.get("acquisitions", 0),
+        "releases": counters.get("releases", 0),
+        "blocks": counters.get("blocks", 0),
+        "renewals": counters.get("renewals", 0),
+        "fenced_out": {k.removeprefix("fenced_out_"): v for k, v in counters.items() if k.startswith("fenced_out_")},
+        "scrapes": counters.get("scrapes", 0),
+        "faults": dict(records.faults),
+        "counters": counters,
+        "crash_causes": dict(records.crash_causes),
+        "crash_tracebacks": records.crash_tracebacks,
+        "workers_started": len(records.workers),
+        "errors": records.errors[:50],
+        **extra,
+        "checker": checked,
+    }
+
+
+def render(result: dict) -> str:
+    c, checker = result["config"], result["checker"]
+    lines = [
+        f"soak: {c['containers']} containers x {c['workers_per_container']} workers, {c['proxies']} proxies, "
+        f"{result['elapsed_s']:.0f} s; lease {c['lease']:g} s, heartbeat_timeout {c['heartbeat_timeout']:g} s, "
+        f"maintenance by {c['sweep']} every {c['sweep_period']:g} s",
+        f"acquisitions      {result['acquisitions']}",
+        f"releases          {result['releases']} (release_proxy true), blocks {result['blocks']} (block_proxy true), "
+        f"renewals {result['renewals']}",
+        f"fenced out        {result['fenced_out'] or 0} (fenced calls that found the grant gone)",
+        f"scrapes           {result['scrapes']}; workers started {result['workers_started']}",
+        "faults injected   " + ", ".join(f"{k} {v}" for k, v in sorted(result["faults"].items())),
+        "worker crashes    " + (", ".join(f"{v}x {k}" for k, v in sorted(result["crash_causes"].items())) or "none"),
+        "maintenance       " + ", ".join(f"{k} {result['counters'].get(k, 0)}" for k in (
+            "maintenance_runs", "requeued_tasks", "swept_proxies", "cooled_down_unblocked",
+            "container_startup_freed", "quarantine_unblocked_by_operator")),
+    ]
+    if "pg_cron_runs" in result:
+        lines.append(f"pg_cron runs      {result['pg_cron_runs']}")
+    lines += [
+        f"longest time a dead or paused worker's proxy stayed held: {checker['longest_silent_hold_s']:.1f} s "
+        f"(bound {checker['bound_s']:.1f} s = lease {c['lease']:g} + sweep period {c['sweep_period']:g} "
+        f"+ allowance {c['i3_allowance']:g}); {checker['silent_holds']} such holds, "
+        f"{checker['still_held_at_end']} still within the bound at the end (longest {checker['longest_still_held_s']:.1f} s)",
+        f"checker samples   {checker['samples']}",
+        "violations        " + ", ".join(f"{k} {v}" for k, v in checker["violations"].items()),
+    ]
+    for invariant, examples in checker["examples"].items():
+        lines += [f"  {invariant}: {example}" for example in examples]
+    if result["errors"]:
+        lines.append(f"errors            {len(result['errors'])}")
+        lines += [f"  {error}" for error in result["errors"][:10]]
+    return "\n".join(lines)
+
+
+def write_json(result: dict, directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    return path

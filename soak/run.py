@@ -1,0 +1,142 @@
+"""Crash soak: 3 containers x 15 workers (examples/worker.py's run_worker in threads) under random faults,
+with an independent checker. Exits 1 when the checker counts any violation.
+
+    scripts/soak                 # 10 minutes; pg_cron's job does the maintenance (once a minute)
+    scripts/soak --minutes 2     # shorter
+    scripts/soak --sweep thread --lease 5 --sweep-period 1.5    # maintenance from a thread instead
+
+It starts a throwaway PostgreSQL with pg_cron, creates a database, runs `alembic upgrade head` on it as a
+user would (DATABASE_URL, cron required), shortens the lease in proxy_lease_settings, and writes the
+figures to soak/out/ as JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+
+from soak.checker import Checker  # noqa: E402
+from soak.config import SoakConfig  # noqa: E402
+from soak.faults import FaultInjector  # noqa: E402
+from soak.fleet import Fleet  # noqa: E402
+from soak.maintenance import Every, feeder, maintenance, operator  # noqa: E402
+from soak.records import Records  # noqa: E402
+from soak.report import render, summary, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def prepare(url: str, config: SoakConfig) -> dict[str, int]:
+    """The lease settings, the pool and the first tasks; returns the pool's address -> id."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE proxy_lease_settings SET lease_duration = make_interval(secs => %s), "
+                     "orphan_grace = make_interval(secs => %s), heartbeat_timeout = make_interval(secs => %s)",
+                     (config.lease, config.orphan_grace, config.heartbeat_timeout))
+        conn.execute("INSERT INTO proxies (address) SELECT format('http://10.0.%%s.%%s:3128', n / 250, n %% 250) "
+                     "FROM generate_series(1, %s) n", (config.proxies,))
+        feeder(config)(conn)
+        return dict(conn.execute("SELECT address, id FROM proxies").fetchall())
+
+
+def run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: ANN001
+    """Runs a soak on a migrated database (pool and settings are set here) and returns its figures."""
+    rng = random.Random(config.seed)
+    address_ids = prepare(url, config)
+    records = Records()
+    stop = threading.Event()
+    checker = Checker(url, records, config.i3_bound)
+    background = [Every("feeder", url, 1.0, feeder(config), records, stop),
+                  Every("operator", url, 1.0, operator(config, records), records, stop)]
+    if config.sweep == "thread":
+        background.append(Every("maintenance", url, config.sweep_period, maintenance(records), records, stop))
+    fleet = Fleet(url, config, records, rng, address_ids)
+    started = time.monotonic()
+    for thread in background:
+        thread.start()
+    fleet.start()
+    injector = FaultInjector(fleet, records, rng, stop)
+    injector.start()
+    try:
+        while time.monotonic() - started < config.seconds:
+            checker.sample()
+            if on_sample:
+                on_sample(checker)
+            time.sleep(config.sample_every)
+    finally:
+        stop.set()
+        injector.join(15)
+        fleet.shutdown()
+        for thread in background:
+            thread.join(15)
+    elapsed = time.monotonic() - started
+    checked = checker.finish()
+    return summary(config, records, checked, elapsed, {})
+
+
+def pg_cron_runs(pg, dbname: str) -> dict:  # noqa: ANN001
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        return dict(conn.execute(
+            "SELECT d.status, count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+            "WHERE j.database = %s AND j.jobname LIKE 'proxy_leases_sweep.%%' GROUP BY 1", (dbname,)).fetchall())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--sweep", choices=("cron", "thread"), default="cron")
+    parser.add_argument("--lease", type=float, default=30.0, help="lease_duration in seconds")
+    parser.add_argument("--heartbeat-timeout", type=float, default=None, help="default: 2/3 of the lease")
+    parser.add_argument("--sweep-period", type=float, default=None,
+                        help="with --sweep thread (default 60 s with cron: pg_cron 1.4 fires once a minute)")
+    parser.add_argument("--proxies", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.sweep == "cron" and args.sweep_period not in (None, 60):
+        parser.error("with --sweep cron the period is pg_cron's: 60 s")
+    lease = args.lease
+    config = SoakConfig(
+        seconds=args.minutes * 60, proxies=args.proxies, lease=lease,
+        heartbeat_timeout=args.heartbeat_timeout or round(lease * 2 / 3, 3), orphan_grace=round(lease / 3, 3),
+        sweep=args.sweep, sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5),
+        heartbeat_every=max(0.2, lease / 10), idle_in_transaction_timeout=max(1.0, lease / 3), seed=args.seed)
+
+    from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+
+    dbname = "fleet"
+    print(f"soak: starting a throwaway PostgreSQL with pg_cron; {args.minutes:g} minutes", flush=True)
+    with ThrowawayPostgres(preload_pg_cron=True, settings=("max_connections=300",)) as pg:
+        with psycopg.connect(pg.url(CRON_DATABASE), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_cron")
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        url = pg.url(dbname)
+        # As a user would: `DATABASE_URL=... alembic upgrade head`, pg_cron required in cron mode.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
+        env.update(DATABASE_URL=url, PROXY_LEASES_CRON="require" if config.sweep == "cron" else "off")
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        result = run_soak(url, config)
+        if config.sweep == "cron":
+            result["pg_cron_runs"] = pg_cron_runs(pg, dbname)
+        with psycopg.connect(url) as conn:
+            result["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
+    print(render(result))
+    path = write_json(result, args.output, time.strftime("soak-%Y%m%d-%H%M%S.json", time.gmtime()))
+    write_json(result, args.output, "latest.json")
+    print(f"wrote {path}")
+    return 1 if any(result["checker"]["violations"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

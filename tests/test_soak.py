@@ -1,0 +1,80 @@
+"""The crash soak, short: all 45 workers of examples/worker.py under a fault every ~0.5 s, maintenance from a
+thread every 1.5 s, and a checker that must count no violation. Then the checker, fed broken states,
+must count each kind (a checker that cannot fail proves nothing)."""
+
+import time
+
+from soak.checker import Checker
+from soak.config import short_config
+from soak.records import Records
+from soak.run import run_soak
+
+FAULT_KINDS = {"connection_kill", "worker_stop", "worker_pause", "container_crash", "ban"}
+
+
+def test_a_short_soak_of_45_workers_under_faults_breaks_no_invariant(db):
+    config = short_config(seconds=40, seed=6)
+    started = time.monotonic()
+    result = run_soak(db.url, config)
+    took = time.monotonic() - started
+    checker = result["checker"]
+    print(f"\nshort soak: {took:.0f} s, {result['acquisitions']} acquisitions, faults {result['faults']}, "
+          f"longest silent hold {checker['longest_silent_hold_s']:.1f} s (bound {checker['bound_s']:.1f} s), "
+          f"violations {checker['violations']}, crashes {result['crash_causes']}")
+    for cause, trace in result["crash_tracebacks"].items():
+        print(cause, trace, sep="\n")
+    assert checker["violations"] == {"I1": 0, "I2": 0, "I3": 0, "I4": 0, "I5": 0}, checker["examples"]
+    assert result["errors"] == []
+    assert set(result["faults"]) == FAULT_KINDS and min(result["faults"].values()) >= 1, result["faults"]
+    assert result["acquisitions"] >= 500
+    assert result["releases"] >= 300 and result["blocks"] >= 1
+    assert checker["silent_holds"] >= 5  # dead and paused workers held proxies, and were measured
+    assert sum(result["fenced_out"].values()) >= 1  # some worker learned through a fenced call that it lost
+    assert result["counters"]["maintenance_runs"] >= 10
+
+
+def grant(db, worker_id, proxy_id):
+    db.run("UPDATE proxies SET is_in_use = true, worker_id = %s WHERE id = %s", (worker_id, proxy_id))
+
+
+def test_the_checker_counts_each_invariant_it_is_shown_broken(db):
+    db.run("INSERT INTO proxies (address) SELECT 'http://10.9.0.' || n FROM generate_series(1, 5) n")
+    records = Records()
+    checker = Checker(db.url, records, bound=1.0)
+    grant(db, "c9_1", 1)
+    checker.sample()
+    assert checker.violations.counts() == {"I1": 0, "I2": 0, "I3": 0, "I4": 0, "I5": 0}
+
+    # I1: two workers both prove (by fenced calls that succeeded) that they held proxy 5 over the same second.
+    now = time.time()
+    first, second = records.add_worker("c9_10", "c9"), records.add_worker("c9_11", "c9")
+    records.on_acquire(first, 5, 100, now - 3)
+    records.on_acquire(second, 5, 101, now - 2)
+    records.on_fenced(first, "renew", 5, 100, now - 1, True)
+    records.on_fenced(second, "release", 5, 101, now, True)
+    # I2: an operator blocks a held proxy (the trigger lets that through: "blocked while held").
+    db.run("UPDATE proxies SET is_blocked = true WHERE id = 1")
+    # I3: a worker dead for 10 s (bound 1 s) still holds proxy 2.
+    dead = records.add_worker("c9_2", "c9")
+    grant(db, "c9_2", 2)
+    records.died(dead, time.time() - 10, "stopped")
+    # I4: a proxy appears.
+    db.run("INSERT INTO proxies (address) VALUES ('http://10.9.0.99')")
+    # I5: rows the constraints let through with triggers off (session_replication_role = replica, as
+    # superuser), but the trigger's rules forbid: strikes past quarantine on an unblocked proxy, a block
+    # without blocked_at.
+    with db.connect() as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE proxies SET strike_count = 7 WHERE id = 3")
+        conn.execute("UPDATE proxies SET is_blocked = true, blocked_at = NULL WHERE id = 4")
+    checker.sample()
+    counts = checker.violations.counts()
+    assert counts == {"I1": 1, "I2": 1, "I3": 1, "I4": 1, "I5": 2}, checker.violations.examples
+    # At the end, the trail adds what it knows: proxy 5's tokens were never granted (I1), and a token
+    # that goes down is caught from one sample to the next (I5).
+    with db.connect() as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE proxies SET lease_token = lease_token - 1000 WHERE id = 1")
+    result = checker.finish()
+    assert result["violations"]["I1"] == 3, result["examples"]
+    assert result["violations"]["I5"] == 3, result["examples"]
