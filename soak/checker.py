@@ -105,6 +105,7 @@ class Checker:
         self.expected_count = self.conn.execute("SELECT count(*) FROM proxies").fetchone()[0]
         self.trail_start = self.conn.execute("SELECT coalesce(max(id), 0) FROM proxy_lease_events").fetchone()[0]
         self.samples = 0
+        self.proofs = 0  # fenced calls that succeeded, each checked against the other grants of its proxy
         self.last_token: dict[int, int] = {}
         self.intervals: dict[int, list[Grant]] = defaultdict(list)  # proxy -> grants with a proof interval
         # (worker, proxy, token, silent since) -> [silent since, first seen free or resumed]: I3's figures.
@@ -114,6 +115,7 @@ class Checker:
 
     def check_proofs(self) -> None:
         for grant in self.records.take_changed():
+            self.proofs += 1
             mine = self.intervals[grant.proxy_id]
             if grant not in mine:
                 mine.append(grant)
@@ -175,6 +177,8 @@ class Checker:
         self.conn.close()
         return {
             "samples": self.samples,
+            "proofs_checked": self.proofs,
+            "grants_checked_against_trail": self.grants_checked,
             "silent_holds": len(self.silent_holds),
             "longest_silent_hold_s": max(done, default=0.0),
             "still_held_at_end": len(still),
@@ -219,6 +223,7 @@ class Checker:
                 blocked[proxy] = False
         with self.records.lock:
             grants = [g for w in self.records.workers.values() for g in w.grants]
+        self.grants_checked = len(grants)
         for grant in grants:
             span = spans.get((grant.proxy_id, grant.token))
             if span is None:

@@ -46,9 +46,13 @@ class ObservedCursor(psycopg.Cursor):
                     records.on_acquire(worker, row[0], row[2], replied)
             elif "renew_proxy_lease(" in text:
                 records.on_fenced(worker, "renew", params[0], params[1], sent, True)
-            elif ("release_proxy(" in text or "block_proxy(" in text) and (row := self._peek()) is not None:
-                records.on_fenced(worker, "release" if "release_proxy(" in text else "block",
-                                  params[0], params[1], sent, bool(row[0]))
+            elif "release_proxy(" in text or "block_proxy(" in text:
+                row = self._peek()
+                if row is None:  # never seen; counted so that it would show
+                    records.count("fenced_call_without_result")
+                else:
+                    records.on_fenced(worker, "release" if "release_proxy(" in text else "block",
+                                      params[0], params[1], sent, bool(row[0]))
         return self
 
     def _peek(self) -> Any:

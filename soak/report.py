@@ -54,7 +54,9 @@ def render(result: dict) -> str:
         f"(bound {checker['bound_s']:.1f} s = lease {c['lease']:g} + sweep period {c['sweep_period']:g} "
         f"+ allowance {c['i3_allowance']:g}); {checker['silent_holds']} such holds, "
         f"{checker['still_held_at_end']} still within the bound at the end (longest {checker['longest_still_held_s']:.1f} s)",
-        f"checker samples   {checker['samples']}",
+        f"checker           {checker['samples']} samples; {checker['proofs_checked']} successful fenced calls "
+        f"checked against the other grants of their proxy; {checker['grants_checked_against_trail']} grants "
+        f"checked against proxy_lease_events",
         "violations        " + ", ".join(f"{k} {v}" for k, v in checker["violations"].items()),
     ]
     for invariant, examples in checker["examples"].items():

@@ -20,11 +20,13 @@ def test_a_short_soak_of_45_workers_under_faults_breaks_no_invariant(db):
     checker = result["checker"]
     print(f"\nshort soak: {took:.0f} s, {result['acquisitions']} acquisitions, faults {result['faults']}, "
           f"longest silent hold {checker['longest_silent_hold_s']:.1f} s (bound {checker['bound_s']:.1f} s), "
-          f"violations {checker['violations']}, crashes {result['crash_causes']}")
+          f"violations {checker['violations']}, crashes {result['crash_causes']}, fenced out {result['fenced_out']}, "
+          f"{checker['proofs_checked']} proofs checked, {checker['silent_holds']} silent holds")
     for cause, trace in result["crash_tracebacks"].items():
         print(cause, trace, sep="\n")
     assert checker["violations"] == {"I1": 0, "I2": 0, "I3": 0, "I4": 0, "I5": 0}, checker["examples"]
     assert result["errors"] == []
+    assert "fenced_call_without_result" not in result["counters"]
     assert set(result["faults"]) == FAULT_KINDS and min(result["faults"].values()) >= 1, result["faults"]
     assert result["acquisitions"] >= 500
     assert result["releases"] >= 300 and result["blocks"] >= 1
@@ -75,6 +77,15 @@ def test_the_checker_counts_each_invariant_it_is_shown_broken(db):
     with db.connect() as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE proxies SET lease_token = lease_token - 1000 WHERE id = 1")
+    # The trail itself: proxy 5 blocked, then granted twice with no release in between, the second time
+    # with a lower token (I1 twice: overlap and token order, one event; I2: granted while blocked).
+    db.run("INSERT INTO proxy_lease_events (proxy_id, event, reason, worker_id, lease_token, detail) VALUES "
+           "(5, 'blocked', 'direct_update', NULL, NULL, 'test'), (5, 'granted', 'acquired', 'c9_20', 500, NULL), "
+           "(5, 'granted', 'acquired', 'c9_21', 400, NULL)")
     result = checker.finish()
-    assert result["violations"]["I1"] == 3, result["examples"]
+    # I1: the live overlap, tokens 100 and 101 never granted in the trail, the second grant of proxy 5.
+    assert result["violations"]["I1"] == 4, result["examples"]
+    # I2: proxy 1 blocked and held, seen under its token and again under the token lowered by hand; both
+    # grants of proxy 5 while blocked.
+    assert result["violations"]["I2"] == 4, result["examples"]["I2"]
     assert result["violations"]["I5"] == 3, result["examples"]
