@@ -174,8 +174,12 @@ class Checker:
         # Holds still open at the end are within the bound (else a sample counted them): censored.
         done = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[1] is not None]
         still = [time.time() - hold[0] for hold in self.silent_holds.values() if hold[1] is None]
+        released = dict(self.conn.execute(
+            "SELECT reason, count(*) FROM proxy_lease_events WHERE id > %s AND event = 'released' GROUP BY 1 "
+            "ORDER BY 2 DESC", (self.trail_start,)).fetchall())
         self.conn.close()
         return {
+            "released_by_reason": released,
             "samples": self.samples,
             "proofs_checked": self.proofs,
             "grants_checked_against_trail": self.grants_checked,

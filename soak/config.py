@@ -17,16 +17,22 @@ class SoakConfig:
     # proxy_lease_settings, in seconds. orphan_grace must stay below lease_duration (the table's CHECK).
     lease: float = 30.0
     heartbeat_timeout: float = 20.0
+    # An operator switches heartbeat_timeout between heartbeat_timeout and this every toggle_every seconds.
+    # Below the lease, a dead worker's task is requeued first and the release trigger frees its proxy
+    # (reason requeued); above it, the lease runs out first and the sweep frees it (lease_expired). The
+    # soak exercises both paths; I3's bound is the same for both.
+    long_heartbeat_timeout: float = 45.0
+    toggle_every: float = 120.0
     orphan_grace: float = 10.0
     # Who runs the maintenance: "cron" (the pg_cron job the upgrade scheduled, once a minute on pg_cron
     # 1.4) or "thread" (CALL run_lease_maintenance() from a thread every sweep_period seconds).
     sweep: str = "cron"
     sweep_period: float = 60.0
     # run_worker's own knobs.
-    heartbeat_every: float = 3.0
+    heartbeat_every: float = 2.0
     idle_wait: float = 2.0
     # The work: scrape times, and how often a site bans a proxy (Banned with a cooldown).
-    scrape_seconds: tuple[float, float] = (0.5, 3.0)
+    scrape_seconds: tuple[float, float] = (0.5, 6.0)
     ban_probability: float = 0.003
     cooldown_seconds: tuple[float, float] = (5.0, 40.0)
     # Faults: one every fault_every seconds (uniform in the range), of a kind drawn with these weights.
@@ -74,11 +80,12 @@ def short_config(seconds: float = 45.0, **overrides) -> SoakConfig:
     """The test's soak: all 45 workers, a lease of a few seconds, maintenance from a thread every 1.5 s,
     a fault every ~0.5 s."""
     values = dict(
-        seconds=seconds, proxies=60, lease=5.0, heartbeat_timeout=3.0, orphan_grace=2.0,
+        seconds=seconds, proxies=60, lease=5.0, heartbeat_timeout=3.0, long_heartbeat_timeout=7.5,
+        toggle_every=8.0, orphan_grace=2.0,
         sweep="thread", sweep_period=1.5, heartbeat_every=0.5, idle_wait=0.5,
         scrape_seconds=(0.2, 1.0), ban_probability=0.02, cooldown_seconds=(1.0, 3.0),
         fault_every=(0.3, 0.7), restart_after=(0.5, 2.0), unblock_quarantined_after=3.0,
-        pending_tasks=200, sample_every=0.15, i3_allowance=1.0, idle_in_transaction_timeout=1.5,
+        pending_tasks=200, sample_every=0.15, i3_allowance=1.5, idle_in_transaction_timeout=1.5,
     )
     values.update(overrides)
     return SoakConfig(**values)

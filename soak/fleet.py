@@ -4,6 +4,7 @@ and the scrape each worker runs (short random work; sometimes the site bans the 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import threading
 import time
@@ -16,6 +17,17 @@ from soak.config import SoakConfig, application_name, worker_url
 from soak.gate import GONE, HUNG, PAUSED, RUNNING
 from soak.instrument import load_worker
 from soak.records import Records, Worker
+
+
+class CountingHandler(logging.Handler):
+    """examples/worker.py logs every lost task and failed scrape: counted by level, not printed."""
+
+    def __init__(self, records: Records) -> None:
+        super().__init__(logging.INFO)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.count(f"worker_log_{record.levelname.lower()}")
 
 
 class Container:
@@ -32,6 +44,11 @@ class Fleet:
         self.url, self.config, self.records, self.rng, self.address_ids = url, config, records, rng, address_ids
         self.by_dsn: dict[str, Worker] = {}
         self.module = load_worker(self.by_dsn, records)
+        self.log = logging.getLogger("worker")
+        self.log_handler = CountingHandler(records)
+        self.log.addHandler(self.log_handler)
+        self.log.propagate, self.log_level = False, self.log.level
+        self.log.setLevel(logging.INFO)
         self.containers = {f"c{i}": Container(f"c{i}") for i in range(1, config.containers + 1)}
         self.threads: list[threading.Thread] = []
         self.timers: list[threading.Timer] = []
@@ -189,3 +206,6 @@ class Fleet:
         if alive:
             self.records.error(f"worker threads still running after shutdown: {alive[:10]}")
         self.admin.close()
+        self.log.removeHandler(self.log_handler)
+        self.log.propagate = True
+        self.log.setLevel(self.log_level)

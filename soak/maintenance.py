@@ -39,7 +39,11 @@ class Every(threading.Thread):
 
 def maintenance(records: Records) -> Callable[[psycopg.Connection], None]:
     def run(conn: psycopg.Connection) -> None:
+        started = time.monotonic()
         requeued, released, unblocked = conn.execute("CALL run_lease_maintenance()").fetchone()
+        took_ms = round((time.monotonic() - started) * 1000)
+        with records.lock:
+            records.counters["maintenance_longest_ms"] = max(records.counters["maintenance_longest_ms"], took_ms)
         records.count("maintenance_runs")
         records.count("requeued_tasks", requeued or 0)
         records.count("swept_proxies", released or 0)
@@ -48,7 +52,14 @@ def maintenance(records: Records) -> Callable[[psycopg.Connection], None]:
 
 
 def operator(config: SoakConfig, records: Records) -> Callable[[psycopg.Connection], None]:
+    started = time.monotonic()
+
     def run(conn: psycopg.Connection) -> None:
+        period = int((time.monotonic() - started) // config.toggle_every)
+        timeout = config.long_heartbeat_timeout if period % 2 else config.heartbeat_timeout
+        if conn.execute("UPDATE proxy_lease_settings SET heartbeat_timeout = make_interval(secs => %s) "
+                        "WHERE heartbeat_timeout <> make_interval(secs => %s)", (timeout, timeout)).rowcount:
+            records.count("heartbeat_timeout_switches")
         records.count("quarantine_unblocked_by_operator", conn.execute(
             "SELECT count(*) FILTER (WHERE unblock_proxy(id)) FROM proxies "
             " WHERE is_blocked AND blocked_until IS NULL AND blocked_at < now() - make_interval(secs => %s)",

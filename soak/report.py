@@ -34,7 +34,8 @@ def render(result: dict) -> str:
     c, checker = result["config"], result["checker"]
     lines = [
         f"soak: {c['containers']} containers x {c['workers_per_container']} workers, {c['proxies']} proxies, "
-        f"{result['elapsed_s']:.0f} s; lease {c['lease']:g} s, heartbeat_timeout {c['heartbeat_timeout']:g} s, "
+        f"{result['elapsed_s']:.0f} s; lease {c['lease']:g} s, heartbeat_timeout {c['heartbeat_timeout']:g} s and "
+        f"{c['long_heartbeat_timeout']:g} s by turns of {c['toggle_every']:g} s, "
         f"maintenance by {c['sweep']} every {c['sweep_period']:g} s",
         f"acquisitions      {result['acquisitions']}",
         f"releases          {result['releases']} (release_proxy true), blocks {result['blocks']} (block_proxy true), "
@@ -44,9 +45,14 @@ def render(result: dict) -> str:
         "faults injected   " + ", ".join(f"{k} {v}" for k, v in sorted(result["faults"].items())),
         "worker crashes    " + (", ".join(f"{v}x {k}" for k, v in sorted(result["crash_causes"].items())) or "none"),
         "maintenance       " + ", ".join(f"{k} {result['counters'].get(k, 0)}" for k in (
-            "maintenance_runs", "requeued_tasks", "swept_proxies", "cooled_down_unblocked",
-            "container_startup_freed", "quarantine_unblocked_by_operator")),
+            "maintenance_runs", "maintenance_longest_ms", "requeued_tasks", "swept_proxies", "cooled_down_unblocked",
+            "container_startup_freed", "quarantine_unblocked_by_operator", "heartbeat_timeout_switches")),
     ]
+    lines.append("released, by reason (proxy_lease_events): "
+                 + ", ".join(f"{k} {v}" for k, v in checker["released_by_reason"].items()))
+    lines.append("worker log lines  " + (", ".join(f"{k.removeprefix('worker_log_')} {v}" for k, v in
+                                                  sorted(result["counters"].items()) if k.startswith("worker_log_"))
+                                          or "none"))
     if "pg_cron_runs" in result:
         lines.append(f"pg_cron runs      {result['pg_cron_runs']}")
     lines += [

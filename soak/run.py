@@ -96,7 +96,6 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--sweep", choices=("cron", "thread"), default="cron")
     parser.add_argument("--lease", type=float, default=30.0, help="lease_duration in seconds")
-    parser.add_argument("--heartbeat-timeout", type=float, default=None, help="default: 2/3 of the lease")
     parser.add_argument("--sweep-period", type=float, default=None,
                         help="with --sweep thread (default 60 s with cron: pg_cron 1.4 fires once a minute)")
     parser.add_argument("--proxies", type=int, default=80)
@@ -108,9 +107,10 @@ def main() -> int:
     lease = args.lease
     config = SoakConfig(
         seconds=args.minutes * 60, proxies=args.proxies, lease=lease,
-        heartbeat_timeout=args.heartbeat_timeout or round(lease * 2 / 3, 3), orphan_grace=round(lease / 3, 3),
+        heartbeat_timeout=round(lease * 2 / 3, 3), long_heartbeat_timeout=lease * 1.5, orphan_grace=round(lease / 3, 3),
         sweep=args.sweep, sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5),
-        heartbeat_every=max(0.2, lease / 10), idle_in_transaction_timeout=max(1.0, lease / 3), seed=args.seed)
+        heartbeat_every=max(0.2, lease / 15), idle_in_transaction_timeout=max(1.0, lease / 3), seed=args.seed,
+        scrape_seconds=(0.5, max(1.0, lease / 5)))
 
     from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
