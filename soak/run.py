@@ -7,7 +7,8 @@ with an independent checker. Exits 1 when the checker counts any violation.
 
 It starts a throwaway PostgreSQL with pg_cron, creates a database, runs `alembic upgrade head` on it as a
 user would (DATABASE_URL, cron required), shortens the lease in proxy_lease_settings, and writes the
-figures to soak/out/ as JSON too.
+figures to soak/out/ as JSON too. Exit status: 1 when the checker counted a violation, 2 when the run
+itself went wrong (the upgrade failed, or a fault or background job raised: see "errors").
 """
 
 from __future__ import annotations
@@ -124,8 +125,11 @@ def main() -> int:
         # As a user would: `DATABASE_URL=... alembic upgrade head`, pg_cron required in cron mode.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
         env.update(DATABASE_URL=url, PROXY_LEASES_CRON="require" if config.sweep == "cron" else "off")
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        upgrade = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True)
+        if upgrade.returncode != 0:
+            print(upgrade.stdout, upgrade.stderr, sep="\n", file=sys.stderr)
+            return 2
         result = run_soak(url, config)
         if config.sweep == "cron":
             result["pg_cron_runs"] = pg_cron_runs(pg, dbname)
@@ -135,7 +139,12 @@ def main() -> int:
     path = write_json(result, args.output, time.strftime("soak-%Y%m%d-%H%M%S.json", time.gmtime()))
     write_json(result, args.output, "latest.json")
     print(f"wrote {path}")
-    return 1 if any(result["checker"]["violations"].values()) else 0
+    if any(result["checker"]["violations"].values()):
+        return 1
+    if result["errors"]:
+        print("soak: the run itself had errors (above): its figures may not mean what they say", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
