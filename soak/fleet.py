@@ -147,7 +147,8 @@ class Fleet:
             self.records.died(worker, time.time(), cause)
 
     def stop_worker(self, worker: Worker) -> None:
-        hung = sum(1 for w in self.records.workers.values() if w.gate.state == HUNG)
+        with self.records.lock:  # workers are added by other threads meanwhile
+            hung = sum(1 for w in self.records.workers.values() if w.gate.state == HUNG)
         self.kill([worker], HUNG if hung < self.config.max_hung_workers and self.rng.random() < 0.5 else GONE,
                   "stopped")
         self.restart_later(self.containers[worker.container])
