@@ -20,14 +20,14 @@ from soak.records import Records, Worker
 
 
 class CountingHandler(logging.Handler):
-    """examples/worker.py logs every lost task and failed scrape: counted by level, not printed."""
+    """examples/worker.py logs every lost task and failed scrape: counted by logger and level, not printed."""
 
     def __init__(self, records: Records) -> None:
         super().__init__(logging.INFO)
         self.records = records
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.count(f"worker_log_{record.levelname.lower()}")
+        self.records.count(f"worker_log_{record.name}_{record.levelname.lower()}")
 
 
 class Container:
@@ -44,11 +44,13 @@ class Fleet:
         self.url, self.config, self.records, self.rng, self.address_ids = url, config, records, rng, address_ids
         self.by_dsn: dict[str, Worker] = {}
         self.module = load_worker(self.by_dsn, records)
-        self.log = logging.getLogger("worker")
+        # examples/worker.py's log, and psycopg's ("error ignored in rollback" of a killed connection).
         self.log_handler = CountingHandler(records)
-        self.log.addHandler(self.log_handler)
-        self.log.propagate, self.log_level = False, self.log.level
-        self.log.setLevel(logging.INFO)
+        self.logs = [(logging.getLogger(name), logging.getLogger(name).level) for name in ("worker", "psycopg")]
+        for log, _ in self.logs:
+            log.addHandler(self.log_handler)
+            log.propagate = False
+            log.setLevel(logging.INFO)
         self.containers = {f"c{i}": Container(f"c{i}") for i in range(1, config.containers + 1)}
         self.threads: list[threading.Thread] = []
         self.timers: list[threading.Timer] = []
@@ -207,6 +209,7 @@ class Fleet:
         if alive:
             self.records.error(f"worker threads still running after shutdown: {alive[:10]}")
         self.admin.close()
-        self.log.removeHandler(self.log_handler)
-        self.log.propagate = True
-        self.log.setLevel(self.log_level)
+        for log, level in self.logs:
+            log.removeHandler(self.log_handler)
+            log.propagate = True
+            log.setLevel(level)

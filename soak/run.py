@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -92,7 +93,15 @@ def pg_cron_runs(pg, dbname: str) -> dict:  # noqa: ANN001
             "WHERE j.database = %s AND j.jobname LIKE 'proxy_leases_sweep.%%' GROUP BY 1", (dbname,)).fetchall())
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # SIGTERM, and SIGINT even where a shell started us in the background with it ignored, end the run
+    # through the with-blocks below, so that the throwaway server is removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--sweep", choices=("cron", "thread"), default="cron")

@@ -23,8 +23,9 @@ def test_a_short_soak_of_45_workers_under_faults_breaks_no_invariant(db):
           f"violations {checker['violations']}, crashes {result['crash_causes']}, fenced out {result['fenced_out']}, "
           f"{checker['proofs_checked']} proofs checked, {checker['silent_holds']} silent holds, "
           f"renewals {result['renewals']}, released {checker['released_by_reason']}")
-    for cause, trace in result["crash_tracebacks"].items():
-        print(cause, trace, sep="\n")
+    for cause, trace in result["crash_tracebacks"].items():  # a killed connection is expected; anything else is shown
+        if not cause.startswith(("AdminShutdown", "IdleInTransactionSessionTimeout")):
+            print(cause, trace, sep="\n")
     assert checker["violations"] == {"I1": 0, "I2": 0, "I3": 0, "I4": 0, "I5": 0}, checker["examples"]
     assert result["errors"] == []
     assert "fenced_call_without_result" not in result["counters"]
