@@ -24,9 +24,10 @@ I2  No blocked proxy is held: a sample showing is_blocked and is_in_use on one r
 I3  Every proxy of a dead worker is free within lease_duration + one sweep period (+ i3_allowance, see
     SoakConfig). A worker is silent from the moment it was killed or paused and nothing of its can
     reach the database any more (soak/gate.py). A sample that shows a proxy held by a worker silent
-    for longer than the bound is a violation [worker, proxy, token]. The figure reported is, per
-    (silent worker, grant held when it fell silent), the time from the silence to the first sample
-    showing the grant gone (or the worker resumed), i.e. at most sample_every late.
+    for longer than the bound is a violation [worker, proxy, token, silent since]. The figure reported
+    is, per (silent worker, grant held when it fell silent), the time from the silence to the first
+    sample showing the grant gone while the worker was still silent, i.e. at most sample_every late;
+    holds that ended because a paused worker resumed are counted apart.
 I4  The number of proxies never changes: count(*) of proxies in a sample differs from the count at the
     start  [the count seen].
 I5  No row breaks the consistency rule, checked here in the checker's own query, not by trusting the
@@ -108,7 +109,8 @@ class Checker:
         self.proofs = 0  # fenced calls that succeeded, each checked against the other grants of its proxy
         self.last_token: dict[int, int] = {}
         self.intervals: dict[int, list[Grant]] = defaultdict(list)  # proxy -> grants with a proof interval
-        # (worker, proxy, token, silent since) -> [silent since, first seen free or resumed]: I3's figures.
+        # (worker, proxy, token, silent since) -> [silent since, first sample without it, freed | resumed]:
+        # I3's figures.
         self.silent_holds: dict[tuple[str, int, int], list[float | None]] = {}
 
     # -- I1 (a): live, from the records ----------------------------------------------------------
@@ -158,13 +160,17 @@ class Checker:
                 silent_since = workers[worker_id][1]
                 key = (worker_id, proxy, token, silent_since)
                 held_by_silent.add(key)
-                self.silent_holds.setdefault(key, [silent_since, None])
+                self.silent_holds.setdefault(key, [silent_since, None, None])
                 if now - silent_since > self.bound:
                     self.violations.add("I3", key, f"proxy {proxy} still held by {worker_id} "
                                         f"{now - silent_since:.1f} s after it went silent (bound {self.bound:.1f} s)")
         for key, hold in self.silent_holds.items():
             if hold[1] is None and key not in held_by_silent:
-                hold[1] = now  # freed, or its worker resumed
+                hold[1] = now
+                # Freed while its worker was still silent, or no longer counted because the worker resumed
+                # (a paused worker whose lease was still on, or a later pause of it).
+                status, silent_since = workers.get(key[0], (None, None))
+                hold[2] = "freed" if status in (PAUSED, DEAD) and silent_since == key[3] else "resumed"
 
     # -- at the end ------------------------------------------------------------------------------
 
@@ -172,7 +178,8 @@ class Checker:
         self.sample()
         self.check_trail()
         # Holds still open at the end are within the bound (else a sample counted them): censored.
-        done = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[1] is not None]
+        done = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "freed"]
+        resumed = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "resumed"]
         still = [time.time() - hold[0] for hold in self.silent_holds.values() if hold[1] is None]
         released = dict(self.conn.execute(
             "SELECT reason, count(*) FROM proxy_lease_events WHERE id > %s AND event = 'released' GROUP BY 1 "
@@ -184,7 +191,10 @@ class Checker:
             "proofs_checked": self.proofs,
             "grants_checked_against_trail": self.grants_checked,
             "silent_holds": len(self.silent_holds),
+            "freed_silent_holds": len(done),
             "longest_silent_hold_s": max(done, default=0.0),
+            "resumed_holds": len(resumed),
+            "longest_resumed_hold_s": max(resumed, default=0.0),
             "still_held_at_end": len(still),
             "longest_still_held_s": max(still, default=0.0),
             "bound_s": self.bound,

@@ -58,8 +58,10 @@ def render(result: dict) -> str:
     lines += [
         f"longest time a dead or paused worker's proxy stayed held: {checker['longest_silent_hold_s']:.1f} s "
         f"(bound {checker['bound_s']:.1f} s = lease {c['lease']:g} + sweep period {c['sweep_period']:g} "
-        f"+ allowance {c['i3_allowance']:g}); {checker['silent_holds']} such holds, "
-        f"{checker['still_held_at_end']} still within the bound at the end (longest {checker['longest_still_held_s']:.1f} s)",
+        f"+ allowance {c['i3_allowance']:g}), over {checker['freed_silent_holds']} proxies freed from dead or paused "
+        f"workers; {checker['resumed_holds']} kept by paused workers that resumed (longest pause while holding "
+        f"{checker['longest_resumed_hold_s']:.1f} s); {checker['still_held_at_end']} still held at the end, within "
+        f"the bound (longest {checker['longest_still_held_s']:.1f} s)",
         f"checker           {checker['samples']} samples; {checker['proofs_checked']} successful fenced calls "
         f"checked against the other grants of their proxy; {checker['grants_checked_against_trail']} grants "
         f"checked against proxy_lease_events",
