@@ -184,8 +184,12 @@ class Checker:
         released = dict(self.conn.execute(
             "SELECT reason, count(*) FROM proxy_lease_events WHERE id > %s AND event = 'released' GROUP BY 1 "
             "ORDER BY 2 DESC", (self.trail_start,)).fetchall())
+        unblocked = dict(self.conn.execute(
+            "SELECT reason, count(*) FROM proxy_lease_events WHERE id > %s AND event = 'unblocked' GROUP BY 1 "
+            "ORDER BY 2 DESC", (self.trail_start,)).fetchall())
         self.conn.close()
         return {
+            "unblocked_by_reason": unblocked,
             "released_by_reason": released,
             "samples": self.samples,
             "proofs_checked": self.proofs,

@@ -45,11 +45,14 @@ def render(result: dict) -> str:
         "faults injected   " + ", ".join(f"{k} {v}" for k, v in sorted(result["faults"].items())),
         "worker crashes    " + (", ".join(f"{v}x {k}" for k, v in sorted(result["crash_causes"].items())) or "none"),
         "maintenance       " + ", ".join(f"{k} {result['counters'].get(k, 0)}" for k in (
-            "maintenance_runs", "maintenance_longest_ms", "requeued_tasks", "swept_proxies", "cooled_down_unblocked",
+            ("maintenance_runs", "maintenance_longest_ms", "requeued_tasks", "swept_proxies", "cooled_down_unblocked")
+            if c["sweep"] == "thread" else ()) + (
             "container_startup_freed", "quarantine_unblocked_by_operator", "heartbeat_timeout_switches")),
     ]
     lines.append("released, by reason (proxy_lease_events): "
                  + ", ".join(f"{k} {v}" for k, v in checker["released_by_reason"].items()))
+    lines.append("unblocked, by reason (proxy_lease_events): "
+                 + (", ".join(f"{k} {v}" for k, v in checker["unblocked_by_reason"].items()) or "none"))
     lines.append("worker log lines  " + (", ".join(f"{k.removeprefix('worker_log_')} {v}" for k, v in
                                                   sorted(result["counters"].items()) if k.startswith("worker_log_"))
                                           or "none"))
