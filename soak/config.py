@@ -59,8 +59,9 @@ class SoakConfig:
     # Sessions of a frozen worker idle inside a transaction hold their proxy row's lock, which the sweeper
     # skips: the fleet must end them. Below the lease, so the sweep after the lease end finds the row unlocked.
     idle_in_transaction_timeout: float = 10.0
-    # The role workers connect as (None: the URL's). A later revision adds proxy_leases_worker.
-    worker_role: str | None = None
+    # The login role workers connect as, made a member of proxy_leases_worker and nothing else for the
+    # run (README, "Roles and rights"); None: the URL's own role.
+    worker_role: str | None = "soak_worker"
     seed: int | None = None
 
     def __post_init__(self) -> None:

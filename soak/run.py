@@ -21,11 +21,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from soak.checker import Checker  # noqa: E402
 from soak.config import SoakConfig  # noqa: E402
@@ -51,8 +53,29 @@ def prepare(url: str, config: SoakConfig) -> dict[str, int]:
         return dict(conn.execute("SELECT address, id FROM proxies").fetchall())
 
 
+@contextmanager
+def worker_login_role(url: str, config: SoakConfig):
+    """The workers' login role for the run: a member of proxy_leases_worker, with no right of its own."""
+    if not config.worker_role:
+        yield
+        return
+    role = sql.Identifier(config.worker_role)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE proxy_leases_worker").format(role))
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {role}; DROP ROLE {role}").format(role=role))
+
+
 def run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: ANN001
     """Runs a soak on a migrated database (pool and settings are set here) and returns its figures."""
+    with worker_login_role(url, config):
+        return _run_soak(url, config, on_sample)
+
+
+def _run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: ANN001
     rng = random.Random(config.seed)
     address_ids = prepare(url, config)
     records = Records()

@@ -38,6 +38,8 @@ def test_a_short_soak_of_45_workers_under_faults_breaks_no_invariant(db):
     # Dead workers' proxies came back by every path: the task requeued (trigger), the lease run out (sweep),
     # the container restarted.
     assert {"requeued", "lease_expired", "container_restart"} <= set(checker["released_by_reason"])
+    # Every grant was asked for by a worker with no right but proxy_leases_worker's.
+    assert db.all("SELECT DISTINCT db_user FROM proxy_lease_events WHERE reason = 'acquired'") == [("soak_worker",)]
 
 
 def grant(db, worker_id, proxy_id):
