@@ -114,7 +114,9 @@ def _cron_transaction(bind: sa.Connection, cron_db: str):
 
     It commits just before the revision's transaction does, after alembic_version is updated, and rolls
     back if the revision fails after it: a job is not changed by a revision that did not happen. (Two
-    databases cannot commit as one; what is left is the instant between the two commits.)
+    databases cannot commit as one; what is left is the instant between the two commits. Should the
+    revision's own COMMIT fail then, the job is changed and alembic_version is not: running the step
+    again converges, since scheduling and unscheduling a job are idempotent.)
     """
     engine = _cron_engine(bind, cron_db)
     cron = engine.connect()
@@ -126,10 +128,22 @@ def _cron_transaction(bind: sa.Connection, cron_db: str):
             return
         done.append(commit)
         try:
-            transaction.commit() if commit else transaction.rollback()
+            if commit:
+                transaction.commit()
+            else:
+                try:
+                    transaction.rollback()
+                except sa.exc.DBAPIError as error:  # the error that brought us here matters more
+                    log.warning("could not roll back in pg_cron's database %s: %s", cron_db, error.orig)
         finally:
             cron.close()
             engine.dispose()
+
+    def on_commit(_conn) -> None:  # noqa: ANN001
+        end(commit=True)
+
+    def on_rollback(_conn) -> None:  # noqa: ANN001
+        end(commit=False)
 
     try:
         yield cron
@@ -139,8 +153,8 @@ def _cron_transaction(bind: sa.Connection, cron_db: str):
     if not bind.in_transaction():
         end(commit=True)
         return
-    sa.event.listen(bind, "commit", lambda _conn: end(commit=True))
-    sa.event.listen(bind, "rollback", lambda _conn: end(commit=False))
+    sa.event.listen(bind, "commit", on_commit)
+    sa.event.listen(bind, "rollback", on_rollback)
 
 
 def _raise_if_lock_timeout(error: sa.exc.DBAPIError, cron_db: str) -> None:

@@ -18,6 +18,10 @@ I1  No proxy is used by two workers at once. A worker's fenced calls are its onl
       (c) at the end, in the trail itself: a proxy granted while another grant of it is still on,
           a release of a token that is not the current grant, or a token not above the proxy's
           earlier ones  [event id].
+      (d) at the end: a grant freed by the sweep for an expired lease (reason lease_expired) before
+          the lease its worker last renewed ran out: released earlier than lease_duration after that
+          renew_proxy_lease was sent  [proxy, token]. Without it, a sweep that freed live leases would
+          go unseen: the worker's next renewal is fenced out, so no two proof intervals overlap.
 I2  No blocked proxy is held: a sample showing is_blocked and is_in_use on one row  [proxy, token], and,
     at the end, a `granted` event in the trail while the proxy's last block event is not undone
     [event id]. (The soak never blocks a held proxy by hand, which an operator's UPDATE may do.)
@@ -99,9 +103,9 @@ class Violations:
 
 
 class Checker:
-    def __init__(self, url: str, records: Records, bound: float) -> None:
+    def __init__(self, url: str, records: Records, bound: float, lease: float) -> None:
         self.conn = psycopg.connect(url, autocommit=True, application_name="soak:checker")
-        self.records, self.bound = records, bound
+        self.records, self.bound, self.lease = records, bound, lease
         self.violations = Violations()
         self.expected_count = self.conn.execute("SELECT count(*) FROM proxies").fetchone()[0]
         self.trail_start = self.conn.execute("SELECT coalesce(max(id), 0) FROM proxy_lease_events").fetchone()[0]
@@ -235,6 +239,7 @@ class Checker:
                 current[proxy] = None
                 if (proxy, token) in spans:
                     spans[(proxy, token)][2] = at
+                    spans[(proxy, token)].append(reason)
             elif event == "blocked":
                 blocked[proxy] = True
             elif event == "unblocked":
@@ -248,7 +253,13 @@ class Checker:
                 self.violations.add("I1", (grant.proxy_id, grant.token), f"{grant.worker_id} got proxy "
                                     f"{grant.proxy_id} token {grant.token}, which the trail never granted")
                 continue
-            worker_id, granted_at, released_at = span
+            worker_id, granted_at, released_at, *release_reason = span
+            if (release_reason == ["lease_expired"] and grant.renewed_at is not None
+                    and released_at < grant.renewed_at + self.lease - EPSILON):
+                self.violations.add("I1", (grant.proxy_id, grant.token, "early"),
+                                    f"{grant.worker_id}: proxy {grant.proxy_id} token {grant.token} freed as "
+                                    f"expired {grant.renewed_at + self.lease - released_at:.3f} s before the lease "
+                                    f"it renewed last ran out")
             if worker_id != grant.worker_id:
                 self.violations.add("I1", (grant.proxy_id, grant.token), f"{grant.worker_id} got proxy "
                                     f"{grant.proxy_id} token {grant.token}, granted to {worker_id} in the trail")

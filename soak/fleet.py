@@ -117,7 +117,13 @@ class Fleet:
         self._later(self.rng.uniform(*self.config.restart_after), restart)
 
     def _later(self, seconds: float, action) -> None:  # noqa: ANN001
-        timer = threading.Timer(seconds, action)
+        def run() -> None:  # a Timer's exception would only reach threading.excepthook, and the run pass
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - recorded: the run then counts as failed
+                self.records.error(f"{getattr(action, '__name__', action)} failed: {type(exc).__name__}: {exc}")
+
+        timer = threading.Timer(seconds, run)
         timer.daemon = True
         self.timers.append(timer)
         timer.start()
@@ -157,7 +163,8 @@ class Fleet:
 
     def pause_worker(self, worker: Worker) -> float:
         worker.gate.set(PAUSED)
-        worker.gate.quiesce()
+        if not worker.gate.quiesce():
+            self.records.error(f"{worker.worker_id}: a statement still in flight 10 s after it was paused")
         self.records.paused(worker, time.time())
         seconds = self.rng.uniform(*self.config.pause_seconds)
 

@@ -69,9 +69,18 @@ class ObservedConnection(psycopg.Connection):
 
     @contextmanager
     def transaction(self, *args, **kwargs):
-        with super().transaction(*args, **kwargs) as tx:
+        # The COMMIT is a statement too: a paused or dead worker does not send it, and one in flight
+        # counts, so that "silent since" holds for it as for the statements before it.
+        block = super().transaction(*args, **kwargs)
+        tx = block.__enter__()
+        try:
             yield tx
-            self.soak_worker.gate.passing()  # before the COMMIT
+        except BaseException as exc:
+            if not block.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            with self.soak_worker.gate.statement():
+                block.__exit__(None, None, None)
 
 
 class _PsycopgShim:

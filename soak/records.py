@@ -23,6 +23,7 @@ class Grant:
     token: int
     acquired_at: float                 # when the acquire_proxy reply that returned it arrived
     proven_until: float | None = None  # when the last fenced call that succeeded on it was sent
+    renewed_at: float | None = None    # when the last renew_proxy_lease that succeeded on it was sent
     ended: str | None = None           # released | blocked | fenced_out
 
 
@@ -85,6 +86,8 @@ class Records:
             if ok:
                 self.counters[{"renew": "renewals", "release": "releases", "block": "blocks"}[call]] += 1
                 grant.proven_until = max(grant.proven_until or sent_at, sent_at)
+                if call == "renew":
+                    grant.renewed_at = max(grant.renewed_at or sent_at, sent_at)
                 self._changed.append(grant)
                 if call != "renew":
                     grant.ended = "released" if call == "release" else "blocked"

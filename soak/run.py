@@ -80,7 +80,7 @@ def _run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: AN
     address_ids = prepare(url, config)
     records = Records()
     stop = threading.Event()
-    checker = Checker(url, records, config.i3_bound)
+    checker = Checker(url, records, config.i3_bound, config.lease)
     background = [Every("feeder", url, 1.0, feeder(config), records, stop),
                   Every("operator", url, 1.0, operator(config, records), records, stop)]
     if config.sweep == "thread":
@@ -156,7 +156,10 @@ def main() -> int:
         url = pg.url(dbname)
         # As a user would: `DATABASE_URL=... alembic upgrade head`, pg_cron required in cron mode.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
-        env.update(DATABASE_URL=url, PROXY_LEASES_CRON="require" if config.sweep == "cron" else "off")
+        # Every minute whatever the pg_cron version (1.5 and later would get every 10 s): I3's bound
+        # counts one sweep period of config.sweep_period.
+        env.update(DATABASE_URL=url, PROXY_LEASES_CRON="require" if config.sweep == "cron" else "off",
+                   PROXY_LEASES_CRON_SCHEDULE="* * * * *")
         upgrade = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
                                  capture_output=True, text=True)
         if upgrade.returncode != 0:

@@ -8,6 +8,7 @@ from collections import Counter
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,12 @@ def scans(plans: list[dict]) -> set[tuple[str, str | None, str | None]]:
     """(node type, table, index) of every node of the plans that reads a table or an index."""
     return {(node["Node Type"], node.get("Relation Name"), node.get("Index Name"))
             for plan in plans for node in plan_nodes(plan) if "Relation Name" in node or "Index Name" in node}
+
+
+def wait_for_lock_wait(database: Database, like: str, timeout: float = 10.0) -> None:
+    """Until a statement whose text is LIKE `like` waits for a lock (pg_stat_activity)."""
+    deadline = time.monotonic() + timeout
+    while not database.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                           (like,)):
+        assert time.monotonic() < deadline, f"nothing waited for a lock on a query like {like!r}"
+        time.sleep(0.02)

@@ -19,7 +19,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from tests.helpers import ALEMBIC_INI, DEMO_DIR, Database, alembic, alembic_cli
+from tests.helpers import ALEMBIC_INI, DEMO_DIR, Database, alembic, alembic_cli, wait_for_lock_wait
 from tests.test_migrations import catalog
 from tools.throwaway_postgres import CRON_DATABASE
 
@@ -124,14 +124,6 @@ def in_thread(fn: Callable[[], None], bound: float) -> tuple[list, float, thread
     thread.start()
     thread.join(bound)
     return outcome, time.monotonic() - began, thread
-
-
-def wait_for_lock_wait(database: Database, like: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not database.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                           (like,)):
-        assert time.monotonic() < deadline, f"nothing waited for a lock on a query like {like!r}"
-        time.sleep(0.02)
 
 
 # ----------------------------------------------------------------------------------------------
