@@ -77,6 +77,17 @@ class SoakConfig:
         return self.lease + self.sweep_period + self.i3_allowance
 
 
+def long_config(lease: float = 30.0, **overrides) -> SoakConfig:
+    """scripts/soak's run: the timeouts follow the lease as the defaults above do for a 30 s lease."""
+    values = dict(
+        lease=lease, heartbeat_timeout=round(lease * 2 / 3, 3), long_heartbeat_timeout=lease * 1.5,
+        orphan_grace=round(lease / 3, 3), heartbeat_every=max(0.2, lease / 15),
+        idle_in_transaction_timeout=max(1.0, lease / 3), scrape_seconds=(0.5, max(1.0, lease / 5)),
+    )
+    values.update(overrides)
+    return SoakConfig(**values)
+
+
 def short_config(seconds: float = 45.0, **overrides) -> SoakConfig:
     """The test's soak: all 45 workers, a lease of a few seconds, maintenance from a thread every 1.5 s,
     a fault every ~0.5 s."""

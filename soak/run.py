@@ -30,7 +30,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from soak.checker import Checker  # noqa: E402
-from soak.config import SoakConfig  # noqa: E402
+from soak.config import SoakConfig, long_config  # noqa: E402
 from soak.faults import FaultInjector  # noqa: E402
 from soak.fleet import Fleet  # noqa: E402
 from soak.maintenance import Every, feeder, maintenance, operator  # noqa: E402
@@ -137,13 +137,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.sweep == "cron" and args.sweep_period not in (None, 60):
         parser.error("with --sweep cron the period is pg_cron's: 60 s")
-    lease = args.lease
-    config = SoakConfig(
-        seconds=args.minutes * 60, proxies=args.proxies, lease=lease,
-        heartbeat_timeout=round(lease * 2 / 3, 3), long_heartbeat_timeout=lease * 1.5, orphan_grace=round(lease / 3, 3),
-        sweep=args.sweep, sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5),
-        heartbeat_every=max(0.2, lease / 15), idle_in_transaction_timeout=max(1.0, lease / 3), seed=args.seed,
-        scrape_seconds=(0.5, max(1.0, lease / 5)))
+    config = long_config(
+        args.lease, seconds=args.minutes * 60, proxies=args.proxies, sweep=args.sweep,
+        sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5), seed=args.seed)
 
     from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
 
