@@ -36,7 +36,6 @@ PUBLIC_FUNCTIONS = {
     "tg_proxy_lease_events__append_only",
     "summarize_proxy_holders",
     "prune_lease_events",
-    "interval_has_negative_part",
 }
 
 

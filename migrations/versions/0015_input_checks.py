@@ -25,7 +25,6 @@ def upgrade() -> None:
     run_sql(
         op,
         "0006_lease_api_locks.sql",
-        "functions/interval_has_negative_part.v1.sql",
         "functions/acquire_proxy.v4.sql",
         "functions/renew_proxy_lease.v3.sql",
         "functions/block_proxy.v4.sql",

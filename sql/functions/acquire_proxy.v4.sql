@@ -44,8 +44,11 @@ BEGIN
                   HINT = 'release_container_proxies(container_id) frees a container''s proxies by that prefix, '
                          'so every worker id must have it.';
     END IF;
-    -- A part below zero is not positive either (see interval_has_negative_part).
-    IF v_lease <= interval '0' OR public.interval_has_negative_part(v_lease) THEN
+    -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+    -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+    IF v_lease <= interval '0'
+       OR least(extract(year FROM v_lease), extract(month FROM v_lease), extract(day FROM v_lease),
+                extract(epoch FROM v_lease - date_trunc('day', v_lease))) < 0 THEN
         RAISE EXCEPTION 'lease must be positive, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';

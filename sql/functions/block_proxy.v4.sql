@@ -35,8 +35,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Say what the site did, e.g. ''HTTP 403 from example.com''.';
     END IF;
-    -- A part below zero is not positive either (see interval_has_negative_part).
-    IF block_proxy.cooldown <= interval '0' OR public.interval_has_negative_part(block_proxy.cooldown) THEN
+    -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+    -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+    IF block_proxy.cooldown <= interval '0'
+       OR least(extract(year FROM block_proxy.cooldown), extract(month FROM block_proxy.cooldown), extract(day FROM block_proxy.cooldown),
+                extract(epoch FROM block_proxy.cooldown - date_trunc('day', block_proxy.cooldown))) < 0 THEN
         RAISE EXCEPTION 'cooldown must be positive, got %', block_proxy.cooldown
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) to block until unblock_proxy.';

@@ -56,8 +56,11 @@ DECLARE
     v_state    text;
     v_message  text;
 BEGIN
-    -- A part below zero is not positive either (see interval_has_negative_part).
-    IF v_timeout <= interval '0' OR public.interval_has_negative_part(v_timeout) THEN
+    -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+    -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+    IF v_timeout <= interval '0'
+       OR least(extract(year FROM v_timeout), extract(month FROM v_timeout), extract(day FROM v_timeout),
+                extract(epoch FROM v_timeout - date_trunc('day', v_timeout))) < 0 THEN
         RAISE EXCEPTION 'heartbeat_timeout must be positive, got %', v_timeout
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for proxy_lease_settings.heartbeat_timeout.';

@@ -32,8 +32,11 @@ BEGIN
 
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('heartbeat_timeout', NEW.heartbeat_timeout),
                                     ('event_retention', NEW.event_retention) LOOP
-        -- A part below zero is not positive either (see interval_has_negative_part).
-        IF v_value <= interval '0' OR public.interval_has_negative_part(v_value) THEN
+        -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+        -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+        IF v_value <= interval '0'
+           OR least(extract(year FROM v_value), extract(month FROM v_value), extract(day FROM v_value),
+                    extract(epoch FROM v_value - date_trunc('day', v_value))) < 0 THEN
             RAISE EXCEPTION '% must be positive, got %', v_column, v_value
                 USING ERRCODE = 'check_violation', COLUMN = v_column,
                       HINT = CASE v_column WHEN 'event_retention' THEN 'NULL keeps every event; ' ELSE '' END
@@ -49,7 +52,10 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF NEW.orphan_grace < interval '0' OR public.interval_has_negative_part(NEW.orphan_grace) THEN
+    IF NEW.orphan_grace < interval '0'
+       OR least(extract(year FROM NEW.orphan_grace), extract(month FROM NEW.orphan_grace),
+                extract(day FROM NEW.orphan_grace),
+                extract(epoch FROM NEW.orphan_grace - date_trunc('day', NEW.orphan_grace))) < 0 THEN
         RAISE EXCEPTION 'orphan_grace must not be negative, got %', NEW.orphan_grace
             USING ERRCODE = 'check_violation', COLUMN = 'orphan_grace',
                   HINT = '0 treats a held proxy without a task in processing as orphaned at once.';
