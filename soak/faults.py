@@ -30,7 +30,10 @@ class FaultInjector(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(self.rng.uniform(*self.fleet.config.fault_every)):
-            kind = self.rng.choices(self.kinds, self.weights)[0]
+            # Every kind once before the draw takes over (a kind that could not be injected, a crash
+            # while the container was down, say, is tried again): a short run then has them all.
+            missing = [k for k in self.kinds if not self.records.faults[k]]
+            kind = missing[0] if missing else self.rng.choices(self.kinds, self.weights)[0]
             try:
                 if getattr(self, kind)():
                     self.records.faults[kind] += 1
