@@ -20,7 +20,7 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 # The newest revision: what `alembic upgrade head` ends at.
-HEAD = "0015_input_checks"
+HEAD = "0016_decide_after_lock"
 
 
 def alembic(url: str, verb: str, *args: str, cron: str = "off", **x: str) -> None:

@@ -88,7 +88,7 @@ def test_renew_extends_the_current_grant_from_the_database_clock(pool):
 
 
 @pytest.mark.parametrize("how_it_ended", ["expired", "released", "swept", "granted_again", "wrong_token"])
-def test_a_token_that_no_longer_holds_renews_releases_and_blocks_nothing(pool, how_it_ended):
+def test_a_token_that_no_longer_holds_renews_and_releases_nothing(pool, how_it_ended):
     proxy_id, _, token, _ = acquire(pool, "old_1")
     if how_it_ended == "expired":
         pool.run("UPDATE proxies SET leased_until = clock_timestamp() - interval '1 ms' WHERE id = %s", (proxy_id,))
@@ -111,8 +111,17 @@ def test_a_token_that_no_longer_holds_renews_releases_and_blocks_nothing(pool, h
     assert "no longer holds" in str(error) and error.diag.message_hint.startswith("Stop using this proxy")
     assert error.diag.message_detail
     assert pool.one("SELECT release_proxy(%s, %s)", (proxy_id, token)) is False
-    assert pool.one("SELECT block_proxy(%s, %s, 'HTTP 403')", (proxy_id, token)) is False
     assert row(pool, proxy_id) == before
+
+    # A ban describes the proxy: it is recorded unless someone was granted the proxy since.
+    blocked = pool.one("SELECT block_proxy(%s, %s, 'HTTP 403')", (proxy_id, token))
+    if how_it_ended in ("granted_again", "wrong_token"):
+        assert blocked is False
+        assert row(pool, proxy_id) == before
+    else:
+        assert blocked is True
+        assert pool.one("SELECT is_blocked, is_in_use, blocked_reason FROM proxies WHERE id = %s",
+                        (proxy_id,)) == (True, False, "HTTP 403")
 
 
 def test_renewing_an_unknown_proxy_says_so(pool):

@@ -1,0 +1,1 @@
+ALTER TABLE public.proxies DROP COLUMN released_lease_token;

@@ -1,0 +1,92 @@
+-- The target site banned the proxy: the holder gives it back and nobody gets it until the cooldown
+-- ends (run_lease_maintenance unblocks it) or, without a cooldown, until unblock_proxy. A block is
+-- a strike: a proxy banned again and again ends up quarantined.
+--
+-- v5: a ban describes the proxy, not the lease. It is recorded whenever nobody has been granted the
+-- proxy since the caller's grant: with a release when that grant still holds it (even past its
+-- lease end, not yet swept), and on its own when the proxy is already free since that grant ended
+-- (released_lease_token names it). v4 was fenced like release_proxy, so a worker whose lease was
+-- swept while it scraped lost its ban, and the next worker was handed a banned proxy. A proxy
+-- granted again since is left alone: fencing never touches a newer holder's lease. A proxy already
+-- blocked since the caller's grant ended is left as it is, and the call returns true.
+-- Like every v2+ API call it decides after it waits for the row (docs/concurrency.md).
+-- The audit trail (proxy_lease_events) gets reason blocked_by_worker, named in
+-- proxy_leases.event_reason for its statement only (see tg_proxies__record_lease_events).
+-- Runs as its owner, with search_path pg_catalog, pg_temp, as since 0014_least_privilege (README,
+-- "Roles and rights").
+
+CREATE OR REPLACE FUNCTION public.block_proxy(proxy_id bigint, lease_token bigint, reason text,
+                                              cooldown interval DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
+    v_blocked_since boolean;
+BEGIN
+    IF block_proxy.proxy_id IS NULL OR block_proxy.lease_token IS NULL THEN
+        RAISE EXCEPTION 'proxy_id and lease_token must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what acquire_proxy returned.';
+    END IF;
+    IF block_proxy.reason IS NULL OR block_proxy.reason !~ '[^[:space:]]' THEN
+        RAISE EXCEPTION 'a block needs a reason'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Say what the site did, e.g. ''HTTP 403 from example.com''.';
+    END IF;
+    -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
+    -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
+    IF block_proxy.cooldown <= interval '0'
+       OR least(extract(year FROM block_proxy.cooldown), extract(month FROM block_proxy.cooldown), extract(day FROM block_proxy.cooldown),
+                extract(epoch FROM block_proxy.cooldown - date_trunc('day', block_proxy.cooldown))) < 0 THEN
+        RAISE EXCEPTION 'cooldown must be positive, got %', block_proxy.cooldown
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL (or nothing) to block until unblock_proxy.';
+    END IF;
+    IF block_proxy.cooldown > interval '100 years' THEN
+        RAISE EXCEPTION 'cooldown is too long, got %', block_proxy.cooldown
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Intervals are limited to 100 years: longer ones overflow a timestamp, or are a typo.',
+                  HINT = 'Pass NULL (or nothing) to block until unblock_proxy.';
+    END IF;
+
+    -- Locked, then judged: the row as it is after any wait, not as this call first saw it.
+    SELECT p.lease_token IS NULL AND p.is_blocked IS TRUE INTO v_blocked_since
+      FROM public.proxies p
+     WHERE p.id = block_proxy.proxy_id
+       AND (p.lease_token = block_proxy.lease_token
+            OR (p.lease_token IS NULL AND p.released_lease_token = block_proxy.lease_token))
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- Blocked already since that grant ended: this call's own retry after a lost reply, or another
+    -- ban. Nothing is added, so a retry counts no second strike.
+    IF v_blocked_since THEN
+        RETURN true;
+    END IF;
+
+    PERFORM set_config('proxy_leases.event_reason', 'blocked_by_worker', true);
+    -- is_in_use and worker_id cleared: a release if the grant still holds the proxy, nothing if it is free.
+    UPDATE public.proxies p
+       SET is_in_use = false,
+           worker_id = NULL,
+           is_blocked = true,
+           blocked_reason = left(block_proxy.reason, 1000),
+           blocked_until = clock_timestamp() + block_proxy.cooldown,
+           strike_count = p.strike_count + 1
+     WHERE p.id = block_proxy.proxy_id;
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION public.block_proxy(bigint, bigint, text, interval) IS
+    'Blocks the proxy with reason, for cooldown (then the scheduled maintenance unblocks it) or, cooldown '
+    'NULL, until unblock_proxy, and counts a strike: releases the grant (proxy_id, lease_token) if it still '
+    'holds the proxy, or blocks the free proxy if nobody was granted it since that grant ended. Returns true '
+    'when the proxy is blocked (by this call, or already since that grant ended: then nothing changes); false, changing nothing, when the proxy was granted again since (or the '
+    'token never named it). NULL ids, a blank reason or a cooldown <= 0 or over 100 years raise 22023.'
+    ' Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';

@@ -1,0 +1,85 @@
+-- The sweeper, run by pg_cron. Its cost follows the number of proxies held (see stuck_proxies),
+-- not the size of any table: the stuck rows are collected once, then each is one primary-key probe.
+--
+-- Concurrency: rows another transaction has locked are skipped, never waited for (a live write in
+-- progress, or another sweep's; the next sweep sees them). Each proxy it frees was left behind by a
+-- worker that stopped renewing: a strike against it.
+--
+-- v5 decides after it locks (docs/concurrency.md). Collecting and locking the stuck rows is one
+-- statement, and PostgreSQL re-checks a locked row that changed since that statement began against
+-- the row's new version only: the task tables stay as they were at the statement's start. A sweep
+-- that ran for seconds (a large backlog) therefore freed, as orphaned, the proxy of a worker that
+-- had claimed a task and renewed its lease meanwhile. So the locked rows are judged again, by the
+-- same view, in a statement of their own that sees the tasks as they are now; only what it still
+-- calls stuck is freed, with the reason it gives now. Locked by this sweep, the proxy rows cannot
+-- change between that judgement and the release.
+--
+-- The rows are freed one reason at a time, so that each released event in proxy_lease_events
+-- says why (lease_expired, orphaned, inconsistent: named in proxy_leases.event_reason for that
+-- statement only), and a sweep that frees anything writes one LOG line naming the containers, as
+-- the fleet's "Freed stuck proxies" warning did.
+-- Runs as its owner, with search_path pg_catalog, pg_temp, as since 0014_least_privilege (README,
+-- "Roles and rights").
+
+CREATE OR REPLACE FUNCTION public.release_stuck_proxies()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- Put back after each write: this may run inside another labelled statement (a trigger's).
+    v_outer_reason text := current_setting('proxy_leases.event_reason', true);
+    v_ids     bigint[];
+    v_workers text[];
+    v_reasons text[];
+    v_reason  text;
+    v_count   integer;
+    v_freed   integer := 0;
+    v_counts  text[] := '{}';
+BEGIN
+    SELECT array_agg(s.id ORDER BY s.id), array_agg(s.worker_id ORDER BY s.id), array_agg(s.reason ORDER BY s.id)
+      INTO v_ids, v_workers, v_reasons
+      FROM (SELECT s.id, s.worker_id, s.reason
+              FROM public.stuck_proxies s
+             ORDER BY s.id
+               FOR UPDATE SKIP LOCKED) s;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    SELECT array_agg(s.id ORDER BY s.id), array_agg(s.worker_id ORDER BY s.id), array_agg(s.reason ORDER BY s.id)
+      INTO v_ids, v_workers, v_reasons
+      FROM public.stuck_proxies s
+     WHERE s.id = ANY (v_ids);
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    FOREACH v_reason IN ARRAY ARRAY['lease_expired', 'orphaned', 'inconsistent'] LOOP
+        CONTINUE WHEN NOT v_reason = ANY (v_reasons);
+        PERFORM set_config('proxy_leases.event_reason', v_reason, true);
+        UPDATE public.proxies p
+           SET is_in_use = false, worker_id = NULL, strike_count = p.strike_count + 1
+         WHERE p.id = ANY (ARRAY(SELECT u.id FROM unnest(v_ids, v_reasons) AS u(id, reason) WHERE u.reason = v_reason));
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_freed := v_freed + v_count;
+        v_counts := v_counts || format('%s %s', v_reason, v_count);
+    END LOOP;
+    PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
+
+    RAISE LOG 'release_stuck_proxies: freed % stuck proxies (%) held by %', v_freed,
+              array_to_string(v_counts, ', '), public.summarize_proxy_holders(v_workers);
+    RETURN v_freed;
+END
+$$;
+
+COMMENT ON FUNCTION public.release_stuck_proxies() IS
+    'Frees every proxy in stuck_proxies and returns how many: leases that expired; proxies whose '
+    'worker has no task in processing, once orphan_grace has passed since the grant; rows that break '
+    'the lease rule. Each freed proxy gets a strike (see quarantine_after_strikes) and a released event '
+    'with that reason in proxy_lease_events; a sweep that frees any writes one LOG line with the count '
+    'and the containers. Blocked proxies stay blocked. Never waits on a locked row and never frees a '
+    'live grant: the rows it locked are judged again against the task tables as they are then. Run by '
+    'the scheduled maintenance; safe to call from anywhere, at any time, concurrently.'
+    ' Runs as its owner; EXECUTE is granted to proxy_leases_operator.';
