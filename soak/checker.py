@@ -4,14 +4,19 @@ Each invariant, precisely (a violation is counted once per distinct key given in
 samples see it):
 
 I1  No proxy is used by two workers at once. A worker's fenced calls are its only proof that it still
-    holds a grant: an acquire_proxy reply (P, T) received at time a, then renew_proxy_lease,
-    release_proxy or block_proxy on (P, T) that succeeded, the last one sent at time z. If the database
-    is right, T was P's grant at every server time in [a, z] (a token, once gone, never comes back), so
-    [a, z] is a time the worker provably held P. A worker that was paused past its lease still *believes*
-    it holds P, and may even scrape through it, but its fenced calls fail, so its interval does not grow:
-    that is allowed. Violations:
+    holds a grant: an acquire_proxy reply (P, T) received at time a, then renew_proxy_lease or
+    release_proxy on (P, T) that succeeded, the last one sent at time z. If the database is right, T was
+    P's grant at every server time in [a, z] (a token, once gone, never comes back), so [a, z] is a time
+    the worker provably held P. A worker that was paused past its lease still *believes* it holds P, and
+    may even scrape through it, but its fenced calls fail, so its interval does not grow: that is
+    allowed. block_proxy true is a proof only when the trail says that this very call released T (T's
+    `released` event has reason blocked_by_worker): since block_proxy v5 (0016_decide_after_lock) true
+    also means "T had already ended (swept, say) and nobody was granted P since, so the free proxy was
+    blocked (or was already)", which proves nothing about T; such a block is judged at the end, with the
+    trail, by (e). Violations:
       (a) the proof intervals of two different grants of one proxy overlap  [proxy, token, token]
-          (checked live, as the records change; two workers told the same grant count too);
+          (checked live, as the records change, and at the end for the blocks the trail confirms; two
+          workers told the same grant count too);
       (b) at the end, against the audit trail proxy_lease_events: a proof interval not inside the
           trail's [granted, released] of that token, or a grant the trail gives to another worker
           [proxy, token];
@@ -22,9 +27,18 @@ I1  No proxy is used by two workers at once. A worker's fenced calls are its onl
           the lease its worker last renewed ran out: released earlier than lease_duration after that
           renew_proxy_lease was sent  [proxy, token]. Without it, a sweep that freed live leases would
           go unseen: the worker's next renewal is fenced out, so no two proof intervals overlap.
-I2  No blocked proxy is held: a sample showing is_blocked and is_in_use on one row  [proxy, token], and,
-    at the end, a `granted` event in the trail while the proxy's last block event is not undone
-    [event id]. (The soak never blocks a held proxy by hand, which an operator's UPDATE may do.)
+      (e) at the end: a block_proxy on (P, T) that returned true although the trail shows P granted
+          under a later token before the call was sent (v5 returns false when P was granted again
+          since T)  [proxy, token, 'block'].
+I2  No blocked proxy is held: a sample showing is_blocked and is_in_use on one row  [proxy, token]; at the
+    end, a `granted` event in the trail while the proxy's last block event is not undone [event id];
+    and, at the end, an acquire_proxy reply (P, T), sent at s and received at r, while the trail shows P
+    blocked all along [s, r]: a `blocked` event of P before s and no `unblocked` event of P until after
+    r  [proxy, token, 'acquired_while_blocked', s] (not counted again when T's own `granted` event was
+    counted by the trail check). The last catches acquire_proxy handing the worker back the grant it
+    holds (same token, no new `granted` event) on a proxy blocked meanwhile, which acquire_proxy v4 did
+    when the block came while the call waited for the row. (The soak never blocks a held proxy by hand,
+    which an operator's UPDATE may do.)
 I3  Every proxy of a dead worker is free within lease_duration + one sweep period (+ i3_allowance, see
     SoakConfig). A worker is silent from the moment it was killed or paused and nothing of its can
     reach the database any more (soak/gate.py). A sample that shows a proxy held by a worker silent
@@ -47,6 +61,26 @@ I5  No row breaks the consistency rule, checked here in the checker's own query,
       worker_id    a holder's id is <container_id>_<n> (README, "The contract");
       token_order  a proxy's token never goes down from one sample to the next (a later grant of a
                    proxy always carries a larger token)  [proxy, rule, token].
+I6  A renewal or release succeeds only while the lease it names runs, on the database's clock as it is
+    after the call got the row lock (issue 14: v3 of both judged the lease before waiting for the row).
+    Violations:
+      (a) renew_proxy_lease returned a leased_until already past when its reply arrived (by more than
+          EPSILON): it renewed a lease that had ended, from a clock read before a wait longer than the
+          lease  [proxy, token, 'renew', sent at];
+      (b) a renew_proxy_lease or release_proxy that succeeded although it was sent more than
+          lease_duration (+ EPSILON) after the worker's last statement came back, none of its statements
+          being in flight: every statement that can extend a lease is the worker's own (acquire_proxy
+          asked again, renew_proxy_lease, a task heartbeat through its trigger) and sets it to at most
+          its reply + lease_duration (soak/records.py), so the lease had ended before the call was sent,
+          and an ended lease never comes back  [proxy, token, 'renew', sent at] or
+          [proxy, token, 'release'];
+      (c) at the end, in the trail: a `released` event with reason released_by_worker whose occurred_at
+          is past (by more than EPSILON) the leased_until it carries, the lease end at that release
+          [proxy, token, 'release'] (one release of a grant: (b) and (c) count it once).
+    (b) only sees leases that ended before the call was sent; one that ran out while the call waited for
+    a lock shows as (a) for a renewal whose wait was longer than the lease, and as (c) for a release.
+    block_proxy is not judged here: since v5 it releases a grant still holding the proxy even past its
+    lease end (not yet swept), by design; I1 (e) judges what it may no longer do.
 """
 
 from __future__ import annotations
@@ -57,7 +91,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from soak.records import DEAD, PAUSED, Grant, Records
+from soak.records import DEAD, PAUSED, FencedCall, Grant, Records
 
 SAMPLE = """
 SELECT extract(epoch FROM clock_timestamp())::float8, p.id, p.is_in_use, p.worker_id, p.is_blocked, p.lease_token,
@@ -80,7 +114,8 @@ SELECT extract(epoch FROM clock_timestamp())::float8, p.id, p.is_in_use, p.worke
 """
 
 TRAIL = """
-SELECT id, extract(epoch FROM occurred_at)::float8, proxy_id, event, reason, worker_id, lease_token
+SELECT id, extract(epoch FROM occurred_at)::float8, proxy_id, event, reason, worker_id, lease_token,
+       extract(epoch FROM leased_until)::float8
   FROM proxy_lease_events WHERE id > %s ORDER BY proxy_id, id
 """
 
@@ -89,7 +124,7 @@ EPSILON = 0.005  # client and server read the same host clock; this covers round
 
 @dataclass
 class Violations:
-    keys: dict[str, set] = field(default_factory=lambda: {f"I{n}": set() for n in range(1, 6)})
+    keys: dict[str, set] = field(default_factory=lambda: {f"I{n}": set() for n in range(1, 7)})
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, invariant: str, key: object, what: str) -> None:
@@ -111,6 +146,17 @@ class Checker:
         self.trail_start = self.conn.execute("SELECT coalesce(max(id), 0) FROM proxy_lease_events").fetchone()[0]
         self.samples = 0
         self.proofs = 0  # fenced calls that succeeded, each checked against the other grants of its proxy
+        # I6: renewals and releases that succeeded, each checked against its lease end; and those sent after
+        # their lease had provably ended ((b)), by outcome: fenced out (as they must be) or succeeded.
+        self.calls_checked = 0
+        self.sent_after_lease_end = {"fenced_out": 0, "succeeded": 0}
+        self.releases_checked_in_trail = 0  # I6 (c)
+        # block_proxy true: proofs (the trail shows the block released the grant), and blocks of grants that
+        # had already ended for another reason (v5's block of a free proxy, or a block rolled back).
+        self.block_proofs = 0
+        self.blocks_of_ended_grants = 0
+        self.acquires_checked_against_blocks = 0  # I2, the records' acquire_proxy replies
+        self.grants_checked = 0
         self.last_token: dict[int, int] = {}
         self.intervals: dict[int, list[Grant]] = defaultdict(list)  # proxy -> grants with a proof interval
         # (worker, proxy, token, silent since) -> [silent since, first sample without it, freed | resumed]:
@@ -121,28 +167,57 @@ class Checker:
 
     def check_proofs(self) -> None:
         for grant in self.records.take_changed():
-            self.proofs += 1
-            mine = self.intervals[grant.proxy_id]
-            if grant not in mine:
-                mine.append(grant)
-            for other in mine:
-                if other is grant:
-                    continue
-                if other.token == grant.token and other.worker_id != grant.worker_id:
-                    self.violations.add("I1", (grant.proxy_id, other.token, grant.token),
-                                        f"proxy {grant.proxy_id}: grant {grant.token} was given to both "
-                                        f"{other.worker_id} and {grant.worker_id}")
-                elif other.token != grant.token and max(other.acquired_at, grant.acquired_at) < min(
-                        other.proven_until, grant.proven_until):
-                    key = (grant.proxy_id,) + tuple(sorted((other.token, grant.token)))
-                    self.violations.add("I1", key, f"proxy {grant.proxy_id}: {other.worker_id} (token {other.token}) "
-                                        f"and {grant.worker_id} (token {grant.token}) both proved it held over "
-                                        f"{max(other.acquired_at, grant.acquired_at):.3f}..{min(other.proven_until, grant.proven_until):.3f}")
+            self.check_proof(grant)
+
+    def check_proof(self, grant: Grant) -> None:
+        self.proofs += 1
+        mine = self.intervals[grant.proxy_id]
+        if grant not in mine:
+            mine.append(grant)
+        for other in mine:
+            if other is grant:
+                continue
+            if other.token == grant.token and other.worker_id != grant.worker_id:
+                self.violations.add("I1", (grant.proxy_id, other.token, grant.token),
+                                    f"proxy {grant.proxy_id}: grant {grant.token} was given to both "
+                                    f"{other.worker_id} and {grant.worker_id}")
+            elif other.token != grant.token and max(other.acquired_at, grant.acquired_at) < min(
+                    other.proven_until, grant.proven_until):
+                key = (grant.proxy_id,) + tuple(sorted((other.token, grant.token)))
+                self.violations.add("I1", key, f"proxy {grant.proxy_id}: {other.worker_id} (token {other.token}) "
+                                    f"and {grant.worker_id} (token {grant.token}) both proved it held over "
+                                    f"{max(other.acquired_at, grant.acquired_at):.3f}..{min(other.proven_until, grant.proven_until):.3f}")
+
+    # -- I6 (a), (b): live, from the records -----------------------------------------------------
+
+    def check_calls(self) -> None:
+        for call in self.records.take_calls():
+            self.check_call(call)
+
+    def check_call(self, call: FencedCall) -> None:
+        ended_before = (call.quiet_since is not None
+                        and call.sent_at > call.quiet_since + self.lease + EPSILON)
+        if ended_before:
+            self.sent_after_lease_end["succeeded" if call.ok else "fenced_out"] += 1
+        if not call.ok:
+            return
+        self.calls_checked += 1
+        key = (call.proxy_id, call.token, "release") if call.call == "release" else (
+            call.proxy_id, call.token, "renew", call.sent_at)
+        what = f"{call.worker_id}: {call.call} of proxy {call.proxy_id} token {call.token} succeeded"
+        if ended_before:
+            self.violations.add("I6", key, f"{what}, sent {call.sent_at - call.quiet_since - self.lease:.3f} s "
+                                f"after its lease had ended at the latest (its worker's last statement came back "
+                                f"at {call.quiet_since:.3f}, lease {self.lease:g} s)")
+        if call.returned is not None and call.returned < call.replied_at - EPSILON:
+            self.violations.add("I6", key, f"{what} and returned a lease end {call.replied_at - call.returned:.3f} s "
+                                f"in the past when its reply arrived")
 
     # -- one sample ------------------------------------------------------------------------------
 
     def sample(self) -> None:
         self.check_proofs()
+        self.check_calls()
         workers = {worker_id: (status, silent) for worker_id, status, silent in self.records.snapshot()}
         rows = self.conn.execute(SAMPLE).fetchall()
         self.samples += 1
@@ -198,6 +273,12 @@ class Checker:
             "samples": self.samples,
             "proofs_checked": self.proofs,
             "grants_checked_against_trail": self.grants_checked,
+            "fenced_calls_checked_against_lease_end": self.calls_checked,
+            "sent_after_lease_end": dict(self.sent_after_lease_end),
+            "worker_releases_checked_in_trail": self.releases_checked_in_trail,
+            "block_proofs": self.block_proofs,
+            "blocks_of_ended_grants": self.blocks_of_ended_grants,
+            "acquires_checked_against_blocks": self.acquires_checked_against_blocks,
             "silent_holds": len(self.silent_holds),
             "freed_silent_holds": len(done),
             "longest_silent_hold_s": max(done, default=0.0),
@@ -211,14 +292,18 @@ class Checker:
         }
 
     def check_trail(self) -> None:
-        """I1 (b), (c) and I2 against proxy_lease_events, which the database writes in the same transaction
-        as every grant, release, block and unblock."""
+        """I1 (b) to (e), I2 and I6 (c) against proxy_lease_events, which the database writes in the same
+        transaction as every grant, release, block and unblock. Within a proxy, the order of ids is the
+        order of the changes (each is written under the proxy's row lock)."""
         events = self.conn.execute(TRAIL, (self.trail_start,)).fetchall()
-        spans: dict[tuple[int, int], list] = {}  # (proxy, token) -> [worker, granted at, released at]
+        spans: dict[tuple[int, int], list] = {}  # (proxy, token) -> [worker, granted at, released at, reason]
+        grants_of: dict[int, list[tuple[int, float]]] = defaultdict(list)  # proxy -> (token, granted at)
+        block_spans: dict[int, list[list]] = defaultdict(list)  # proxy -> [blocked at, unblocked at | None]
+        granted_while_blocked: set[tuple[int, int]] = set()
         current: dict[int, int | None] = {}
         blocked: dict[int, bool] = {}
         highest: dict[int, int] = {}
-        for event_id, at, proxy, event, reason, worker_id, token in events:
+        for event_id, at, proxy, event, reason, worker_id, token, leased_until in events:
             if event == "granted":
                 if current.get(proxy) is not None:
                     self.violations.add("I1", ("trail", event_id), f"event {event_id}: proxy {proxy} granted to "
@@ -229,9 +314,11 @@ class Checker:
                 if blocked.get(proxy):
                     self.violations.add("I2", ("trail", event_id), f"event {event_id}: proxy {proxy} granted "
                                         f"to {worker_id} while blocked")
+                    granted_while_blocked.add((proxy, token))
                 current[proxy] = token
                 highest[proxy] = max(highest.get(proxy, -1), token or -1)
                 spans[(proxy, token)] = [worker_id, at, None]
+                grants_of[proxy].append((token, at))
             elif event == "released":
                 if current.get(proxy) != token:
                     self.violations.add("I1", ("trail", event_id), f"event {event_id}: proxy {proxy} released "
@@ -240,13 +327,29 @@ class Checker:
                 if (proxy, token) in spans:
                     spans[(proxy, token)][2] = at
                     spans[(proxy, token)].append(reason)
+                if reason == "released_by_worker":  # I6 (c)
+                    self.releases_checked_in_trail += 1
+                    if leased_until is None or at > leased_until + EPSILON:
+                        self.violations.add("I6", (proxy, token, "release"),
+                                            f"event {event_id}: {worker_id} released proxy {proxy} token {token} "
+                                            + ("with no lease end" if leased_until is None else
+                                               f"{at - leased_until:.3f} s after its lease ended"))
             elif event == "blocked":
+                if not blocked.get(proxy):
+                    block_spans[proxy].append([at, None])
                 blocked[proxy] = True
             elif event == "unblocked":
+                if blocked.get(proxy) and block_spans[proxy]:
+                    block_spans[proxy][-1][1] = at
                 blocked[proxy] = False
         with self.records.lock:
             grants = [g for w in self.records.workers.values() for g in w.grants]
         self.grants_checked = len(grants)
+        for grant in grants:
+            if grant.blocked_at is not None:
+                self.check_block(grant, spans.get((grant.proxy_id, grant.token)), grants_of[grant.proxy_id])
+            if grant.asked_at is not None:
+                self.check_acquire(grant, block_spans[grant.proxy_id], granted_while_blocked)
         for grant in grants:
             span = spans.get((grant.proxy_id, grant.token))
             if span is None:
@@ -271,3 +374,43 @@ class Checker:
                                     f"{grant.worker_id}: proxy {grant.proxy_id} token {grant.token} proven "
                                     f"{grant.acquired_at:.3f}..{grant.proven_until:.3f}, granted in the trail "
                                     f"{granted_at:.3f}..{released_at}")
+
+    def check_block(self, grant: Grant, span: list | None, grants_of_proxy: list[tuple[int, float]]) -> None:
+        """A block_proxy that returned true on the grant: a proof (I1 (a), (b)) if the trail says it released
+        the grant, else judged by I1 (e)."""
+        if span is None:
+            return  # the trail never granted it: I1 (b) counts that
+        if span[3:] == ["blocked_by_worker"]:
+            self.block_proofs += 1
+            with self.records.lock:
+                grant.proven_until = max(grant.proven_until or grant.blocked_at, grant.blocked_at)
+            self.check_proof(grant)
+            return
+        # v5: the grant had ended already (swept, requeued, its container restarted...) and nobody had been
+        # granted the proxy since, or the block's transaction was rolled back (its worker killed before
+        # COMMIT). Either way no proof, but a later grant of the proxy before the call was even sent means
+        # that true was wrong.
+        self.blocks_of_ended_grants += 1
+        later = [(token, at) for token, at in grants_of_proxy
+                 if token > grant.token and at < grant.blocked_at - EPSILON]
+        if later:
+            token, at = later[0]
+            self.violations.add("I1", (grant.proxy_id, grant.token, "block"),
+                                f"{grant.worker_id}: block_proxy({grant.proxy_id}, {grant.token}) sent at "
+                                f"{grant.blocked_at:.3f} returned true, but the trail granted the proxy to token "
+                                f"{token} at {at:.3f}, {grant.blocked_at - at:.3f} s before")
+
+    def check_acquire(self, grant: Grant, block_spans: list[list], granted_while_blocked: set) -> None:
+        """I2: an acquire_proxy reply on a proxy that the trail shows blocked from before the call was sent
+        until after its reply arrived."""
+        self.acquires_checked_against_blocks += 1
+        if (grant.proxy_id, grant.token) in granted_while_blocked:
+            return  # the trail's own granted event of it was counted
+        for blocked_at, unblocked_at in block_spans:
+            if blocked_at < grant.asked_at - EPSILON and (unblocked_at is None
+                                                          or unblocked_at > grant.acquired_at + EPSILON):
+                self.violations.add("I2", (grant.proxy_id, grant.token, "acquired_while_blocked", grant.asked_at),
+                                    f"{grant.worker_id}: acquire_proxy sent at {grant.asked_at:.3f} returned proxy "
+                                    f"{grant.proxy_id} token {grant.token} at {grant.acquired_at:.3f}, blocked in "
+                                    f"the trail from {blocked_at:.3f} to {unblocked_at}")
+                return

@@ -4,9 +4,11 @@ The README's worker is the contract, so the soak runs that very file: it is load
 own and its `psycopg` name is pointed at a shim whose connect() returns an ObservedConnection. Nothing
 in run_worker changes. Each statement of a worker
   - passes the worker's gate first: a paused or dead worker sends nothing (soak/gate.py);
-  - is observed: what acquire_proxy granted, which renew_proxy_lease, release_proxy and block_proxy
-    calls succeeded and which were fenced out (soak/records.py). Results are read and the cursor
-    rewound, so the worker reads them as if nobody had looked.
+  - is observed: what acquire_proxy granted (and when it was asked), which renew_proxy_lease,
+    release_proxy and block_proxy calls succeeded and which were fenced out, the leased_until a
+    renewal returned, and when each statement was sent and came back (soak/records.py: the checker's
+    I6 bounds a lease end by the worker's last statement). Results are read and the cursor rewound,
+    so the worker reads them as if nobody had looked.
 The commit of a transaction block passes the gate too: a worker frozen inside settle()'s transaction
 stays idle in it, as a frozen process would.
 """
@@ -33,27 +35,40 @@ class ObservedCursor(psycopg.Cursor):
         text = query if isinstance(query, str) else str(query)
         with worker.gate.statement():
             sent = time.time()
+            quiet_since = records.statement_sent(worker)
             try:
-                super().execute(query, params, **kwargs)
-            except psycopg.Error as exc:
-                if "renew_proxy_lease(" in text and exc.sqlstate == "LP001":
-                    records.on_fenced(worker, "renew", params[0], params[1], sent, False)
-                raise
-            replied = time.time()
-            if "FROM acquire_proxy(" in text:
-                row = self._peek()
-                if row is not None:
-                    records.on_acquire(worker, row[0], row[2], replied)
-            elif "renew_proxy_lease(" in text:
-                records.on_fenced(worker, "renew", params[0], params[1], sent, True)
-            elif "release_proxy(" in text or "block_proxy(" in text:
-                row = self._peek()
-                if row is None:  # never seen; counted so that it would show
-                    records.count("fenced_call_without_result")
-                else:
-                    records.on_fenced(worker, "release" if "release_proxy(" in text else "block",
-                                      params[0], params[1], sent, bool(row[0]))
+                self._observed(records, worker, text, query, params, sent, quiet_since, **kwargs)
+            finally:
+                records.statement_done(worker, time.time())
         return self
+
+    def _observed(self, records: Records, worker: Worker, text: str, query, params, sent: float,  # noqa: ANN001
+                  quiet_since: float | None, **kwargs) -> None:
+        try:
+            super().execute(query, params, **kwargs)
+        except psycopg.Error as exc:
+            if "renew_proxy_lease(" in text and exc.sqlstate == "LP001":
+                records.on_fenced(worker, "renew", params[0], params[1], sent, False, replied_at=time.time(),
+                                  quiet_since=quiet_since)
+            raise
+        replied = time.time()
+        if "FROM acquire_proxy(" in text:
+            row = self._peek()
+            if row is not None:
+                records.on_acquire(worker, row[0], row[2], replied, asked_at=sent)
+        elif "renew_proxy_lease(" in text:
+            row = self._peek()
+            returned = row[0].timestamp() if row is not None and row[0] is not None else None
+            records.on_fenced(worker, "renew", params[0], params[1], sent, True, replied_at=replied,
+                              quiet_since=quiet_since, returned=returned)
+        elif "release_proxy(" in text or "block_proxy(" in text:
+            row = self._peek()
+            if row is None:  # never seen; counted so that it would show
+                records.count("fenced_call_without_result")
+            else:
+                records.on_fenced(worker, "release" if "release_proxy(" in text else "block",
+                                  params[0], params[1], sent, bool(row[0]), replied_at=replied,
+                                  quiet_since=quiet_since)
 
     def _peek(self) -> Any:
         if self.pgresult is None or self.pgresult.ntuples == 0:
@@ -80,7 +95,11 @@ class ObservedConnection(psycopg.Connection):
                 raise
         else:
             with self.soak_worker.gate.statement():
-                block.__exit__(None, None, None)
+                self.soak_records.statement_sent(self.soak_worker)
+                try:
+                    block.__exit__(None, None, None)
+                finally:
+                    self.soak_records.statement_done(self.soak_worker, time.time())
 
 
 class _PsycopgShim:

@@ -1,6 +1,14 @@
 """What the workers believe, kept outside the database: each worker's grants and the fenced calls that
 succeeded on them, and whether the worker is live, paused or dead, and since when.
 
+Besides, for each worker, when its last statement (any statement, on any of its connections, COMMIT
+included) came back and whether one is in flight: everything that can extend a worker's lease is one
+of its statements (acquire_proxy asked again, renew_proxy_lease, a task heartbeat through its
+trigger), and each sets the lease end to at most its reply + lease_duration. So a renewal or release
+sent while nothing else of the worker was in flight, more than lease_duration after its last
+statement came back, names a lease that had already ended (the checker's I6). Every renew_proxy_lease
+and release_proxy call is kept as a FencedCall (ok or fenced out) for the checker to judge.
+
 Times are time.time() on this host, the database's host too, so they compare with its clock_timestamp().
 """
 
@@ -22,9 +30,33 @@ class Grant:
     proxy_id: int
     token: int
     acquired_at: float                 # when the acquire_proxy reply that returned it arrived
-    proven_until: float | None = None  # when the last fenced call that succeeded on it was sent
+    asked_at: float | None = None      # when that acquire_proxy call was sent
+    # When the last renew_proxy_lease or release_proxy that succeeded on it was sent. block_proxy is not
+    # counted here: since block_proxy v5 (0016), true no longer proves that the grant still held the
+    # proxy (it also blocks a free proxy whose grant ended, if nobody was granted it since). The checker
+    # decides with the trail whether a block proves anything (blocked_at).
+    proven_until: float | None = None
     renewed_at: float | None = None    # when the last renew_proxy_lease that succeeded on it was sent
+    blocked_at: float | None = None    # when a block_proxy that returned true on it was sent
     ended: str | None = None           # released | blocked | fenced_out
+
+
+@dataclass
+class FencedCall:
+    """One renew_proxy_lease or release_proxy call on a grant, as its worker saw it."""
+
+    worker_id: str
+    proxy_id: int
+    token: int
+    call: str                          # renew | release
+    sent_at: float
+    replied_at: float
+    ok: bool                           # renewed, or release_proxy returned true
+    # When the worker's last statement before this one came back, if none of its statements was in
+    # flight when this one was sent (None otherwise, or if it had sent none): the lease it names ended
+    # at quiet_since + lease_duration at the latest.
+    quiet_since: float | None = None
+    returned: float | None = None      # renew_proxy_lease's returned leased_until (epoch seconds)
 
 
 @dataclass
@@ -40,6 +72,8 @@ class Worker:
     cause: str | None = None
     pauses: list[tuple[float, float | None]] = field(default_factory=list)  # (paused at, resumed at)
     grants: list[Grant] = field(default_factory=list)
+    inflight: int = 0                   # statements sent and not yet come back, on all its connections
+    last_replied: float | None = None   # when its last statement came back (or failed)
     ban_next: bool = False
     dying: bool = False
 
@@ -55,6 +89,8 @@ class Records:
         self.errors: list[str] = []
         # Grants whose proof interval changed since the checker last looked.
         self._changed: list[Grant] = []
+        # renew_proxy_lease and release_proxy calls the checker has not looked at yet.
+        self._calls: list[FencedCall] = []
 
     def add_worker(self, worker_id: str, container: str) -> Worker:
         with self.lock:
@@ -71,26 +107,54 @@ class Records:
 
     # -- what the instrumented connection sees ---------------------------------------------------
 
-    def on_acquire(self, worker: Worker, proxy_id: int, token: int, replied_at: float) -> None:
+    def statement_sent(self, worker: Worker) -> float | None:
+        """A statement of the worker is about to be sent. Returns when its last statement came back if
+        none is in flight now, else None (one in flight may be renewing the lease as we speak)."""
+        with self.lock:
+            quiet_since = worker.last_replied if worker.inflight == 0 else None
+            worker.inflight += 1
+            return quiet_since
+
+    def statement_done(self, worker: Worker, at: float) -> None:
+        """That statement came back (a result or an error)."""
+        with self.lock:
+            worker.inflight -= 1
+            worker.last_replied = max(worker.last_replied or at, at)
+
+    def on_acquire(self, worker: Worker, proxy_id: int, token: int, replied_at: float,
+                   asked_at: float | None = None) -> None:
         with self.lock:
             self.counters["acquisitions"] += 1
-            worker.grants.append(Grant(worker.worker_id, proxy_id, token, replied_at))
+            worker.grants.append(Grant(worker.worker_id, proxy_id, token, replied_at, asked_at))
 
-    def on_fenced(self, worker: Worker, call: str, proxy_id: int, token: int, sent_at: float, ok: bool) -> None:
-        """A renew_proxy_lease, release_proxy or block_proxy call returned: ok, or fenced out."""
+    def on_fenced(self, worker: Worker, call: str, proxy_id: int, token: int, sent_at: float, ok: bool, *,
+                  replied_at: float | None = None, quiet_since: float | None = None,
+                  returned: float | None = None) -> None:
+        """A renew_proxy_lease, release_proxy or block_proxy call returned: ok, or fenced out. For a
+        renewal or release, also kept as a FencedCall for the checker's I6 (quiet_since, returned: see
+        FencedCall)."""
         with self.lock:
             grant = next((g for g in reversed(worker.grants) if g.proxy_id == proxy_id and g.token == token), None)
             if grant is None:
                 self.errors.append(f"{worker.worker_id} called {call}({proxy_id}, {token}) on a grant it never got")
                 return
+            if call != "block":
+                self._calls.append(FencedCall(worker.worker_id, proxy_id, token, call, sent_at,
+                                              sent_at if replied_at is None else replied_at, ok, quiet_since,
+                                              returned))
             if ok:
                 self.counters[{"renew": "renewals", "release": "releases", "block": "blocks"}[call]] += 1
+                if call == "block":
+                    # Not a proof by itself (block_proxy v5): the checker decides with the trail.
+                    grant.blocked_at = max(grant.blocked_at or sent_at, sent_at)
+                    grant.ended = "blocked"
+                    return
                 grant.proven_until = max(grant.proven_until or sent_at, sent_at)
                 if call == "renew":
                     grant.renewed_at = max(grant.renewed_at or sent_at, sent_at)
                 self._changed.append(grant)
-                if call != "renew":
-                    grant.ended = "released" if call == "release" else "blocked"
+                if call == "release":
+                    grant.ended = "released"
             else:
                 self.counters[f"fenced_out_{call}"] += 1
                 grant.ended = grant.ended or "fenced_out"
@@ -99,6 +163,11 @@ class Records:
         with self.lock:
             changed, self._changed = self._changed, []
             return changed
+
+    def take_calls(self) -> list[FencedCall]:
+        with self.lock:
+            calls, self._calls = self._calls, []
+            return calls
 
     # -- life and death --------------------------------------------------------------------------
 

@@ -68,6 +68,17 @@ def render(result: dict) -> str:
         f"checker           {checker['samples']} samples; {checker['proofs_checked']} successful fenced calls "
         f"checked against the other grants of their proxy; {checker['grants_checked_against_trail']} grants "
         f"checked against proxy_lease_events",
+        # I6: a renewal or release that succeeded on a lease that had ended; I2: acquire_proxy replies on a
+        # proxy the trail shows blocked; block_proxy true is a proof only when the trail shows that it
+        # released the grant (block_proxy v5 also blocks a free proxy whose grant had ended).
+        f"lease ends (I6)   {checker['fenced_calls_checked_against_lease_end']} renewals and releases that succeeded "
+        f"checked against their lease end, {checker['worker_releases_checked_in_trail']} worker releases in "
+        f"proxy_lease_events; sent after their lease had ended: "
+        f"{checker['sent_after_lease_end']['fenced_out']} fenced out, "
+        f"{checker['sent_after_lease_end']['succeeded']} succeeded",
+        f"blocks            block_proxy true: {checker['block_proofs']} released the grant (proofs, I1), "
+        f"{checker['blocks_of_ended_grants']} on grants already ended (not proofs; checked for a later grant, I1); "
+        f"{checker['acquires_checked_against_blocks']} acquire_proxy replies checked against the trail's blocks (I2)",
         "violations        " + ", ".join(f"{k} {v}" for k, v in checker["violations"].items()),
     ]
     for invariant, examples in checker["examples"].items():
