@@ -4,7 +4,8 @@ New versions of acquire_proxy (the worker's proxy rows are locked before its adv
 judged after both), renew_proxy_lease, release_proxy and block_proxy (the row is locked, then the
 lease judged against the clock), release_stuck_proxies (the locked rows are judged again against
 the task tables as they are then), and the two task triggers (at REPEATABLE READ or SERIALIZABLE
-a proxy row changed since the snapshot is skipped, not an error). block_proxy records a ban when
+a proxy row changed since the snapshot is skipped, not an error); requeue_stale_tasks refuses any
+level but READ COMMITTED, as acquire_proxy does, instead of blaming the fleet's rules. block_proxy records a ban when
 nobody was granted the proxy since the caller's grant, which the new column
 proxies.released_lease_token tells it (nullable: instant). docs/concurrency.md says why. Catalog
 changes only, under the short, retried locks of 0006_lease_api.
@@ -36,6 +37,7 @@ def upgrade() -> None:
         "functions/release_stuck_proxies.v5.sql",
         "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v4.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v5.sql",
+        "functions/requeue_stale_tasks.v4.sql",
     )
 
 
@@ -51,5 +53,6 @@ def downgrade() -> None:
         "functions/release_stuck_proxies.v4.sql",
         "functions/tg_tasks__renew_proxy_lease_on_heartbeat.v3.sql",
         "functions/tg_tasks__release_proxy_on_task_exit.v4.sql",
+        "functions/requeue_stale_tasks.v3.sql",
         "0016_decide_after_lock.down.sql",
     )
