@@ -6,8 +6,8 @@ lease judged against the clock), release_stuck_proxies (the locked rows are judg
 the task tables as they are then), and the two task triggers (at REPEATABLE READ or SERIALIZABLE
 a proxy row changed since the snapshot is skipped, not an error); requeue_stale_tasks refuses any
 level but READ COMMITTED, as acquire_proxy does, instead of blaming the fleet's rules. block_proxy records a ban when
-nobody was granted the proxy since the caller's grant, which the new column
-proxies.released_lease_token tells it (nullable: instant). docs/concurrency.md says why. Catalog
+nobody was granted the proxy since the caller's grant, which the new columns
+proxies.released_lease_token and blocked_lease_token tell it (nullable: instant). docs/concurrency.md says why. Catalog
 changes only, under the short, retried locks of 0006_lease_api.
 
 Revision ID: 0016_decide_after_lock

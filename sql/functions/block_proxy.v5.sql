@@ -7,9 +7,11 @@
 -- lease end, not yet swept), and on its own when the proxy is already free since that grant ended
 -- (released_lease_token names it). v4 was fenced like release_proxy, so a worker whose lease was
 -- swept while it scraped lost its ban, and the next worker was handed a banned proxy. A proxy
--- granted again since is left alone: fencing never touches a newer holder's lease. A proxy already
--- blocked since the caller's grant ended is left as it is, and the call returns true.
--- Like every v2+ API call it decides after it waits for the row (docs/concurrency.md).
+-- granted again since, or unblocked since, is left alone: fencing never touches a newer holder's
+-- lease, and an unblock is a later word than the ban. blocked_lease_token names the grant whose ban
+-- is in place, so a retry after a lost reply changes nothing. A ban never shortens a block already
+-- there (v4 replaced an operator's open-ended block with the worker's cooldown): the later end wins.
+-- Like renew_proxy_lease, it locks the row first and judges it after any wait (docs/concurrency.md).
 -- The audit trail (proxy_lease_events) gets reason blocked_by_worker, named in
 -- proxy_leases.event_reason for its statement only (see tg_proxies__record_lease_events).
 -- Runs as its owner, with search_path pg_catalog, pg_temp, as since 0014_least_privilege (README,
@@ -25,7 +27,9 @@ AS $$
 DECLARE
     -- Put back after each write: this may run inside another labelled statement (a trigger's).
     v_outer_reason text := current_setting('proxy_leases.event_reason', true);
-    v_blocked_since boolean;
+    v_row   public.proxies;
+    v_until timestamptz;
+    v_keep_block boolean;
 BEGIN
     IF block_proxy.proxy_id IS NULL OR block_proxy.lease_token IS NULL THEN
         RAISE EXCEPTION 'proxy_id and lease_token must not be NULL'
@@ -53,7 +57,7 @@ BEGIN
     END IF;
 
     -- Locked, then judged: the row as it is after any wait, not as this call first saw it.
-    SELECT p.lease_token IS NULL AND p.is_blocked IS TRUE INTO v_blocked_since
+    SELECT * INTO v_row
       FROM public.proxies p
      WHERE p.id = block_proxy.proxy_id
        AND (p.lease_token = block_proxy.lease_token
@@ -62,20 +66,25 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    -- Blocked already since that grant ended: this call's own retry after a lost reply, or another
-    -- ban. Nothing is added, so a retry counts no second strike.
-    IF v_blocked_since THEN
+    -- This ban is in place already: a retry after a lost reply changes nothing, and counts no
+    -- second strike.
+    IF v_row.is_blocked AND v_row.blocked_lease_token = block_proxy.lease_token THEN
         RETURN true;
     END IF;
+    v_until := clock_timestamp() + block_proxy.cooldown;
+    v_keep_block := v_row.is_blocked AND (v_row.blocked_until IS NULL OR v_row.blocked_until >= v_until);
 
     PERFORM set_config('proxy_leases.event_reason', 'blocked_by_worker', true);
-    -- is_in_use and worker_id cleared: a release if the grant still holds the proxy, nothing if it is free.
+    -- is_in_use and worker_id cleared: a release if the grant still holds the proxy, nothing if it is
+    -- free. A ban never shortens a block in place (an operator's, another worker's): the later end
+    -- wins, and no end is the latest.
     UPDATE public.proxies p
        SET is_in_use = false,
            worker_id = NULL,
            is_blocked = true,
-           blocked_reason = left(block_proxy.reason, 1000),
-           blocked_until = clock_timestamp() + block_proxy.cooldown,
+           blocked_reason = CASE WHEN v_keep_block THEN p.blocked_reason ELSE left(block_proxy.reason, 1000) END,
+           blocked_until = CASE WHEN v_keep_block THEN p.blocked_until ELSE v_until END,
+           blocked_lease_token = block_proxy.lease_token,
            strike_count = p.strike_count + 1
      WHERE p.id = block_proxy.proxy_id;
     PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
@@ -87,6 +96,7 @@ COMMENT ON FUNCTION public.block_proxy(bigint, bigint, text, interval) IS
     'Blocks the proxy with reason, for cooldown (then the scheduled maintenance unblocks it) or, cooldown '
     'NULL, until unblock_proxy, and counts a strike: releases the grant (proxy_id, lease_token) if it still '
     'holds the proxy, or blocks the free proxy if nobody was granted it since that grant ended. Returns true '
-    'when the proxy is blocked (by this call, or already since that grant ended: then nothing changes); false, changing nothing, when the proxy was granted again since (or the '
+    'when the ban is recorded (a retry of the same ban changes nothing; a block already in place that ends '
+    'later is kept); false, changing nothing, when the proxy was granted or unblocked since (or the '
     'token never named it). NULL ids, a blank reason or a cooldown <= 0 or over 100 years raise 22023.'
     ' Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';

@@ -7,8 +7,9 @@
 --     two workers would scrape through it, and the first would not know;
 --   * any release, however it is spelled, clears the lease and the token and stamps released_at;
 --     a release that counts no strike, of a proxy not blocked, is a clean one and clears the strikes;
---   * v5: a release keeps the ended grant's token in released_lease_token until the next grant, so
---     that block_proxy can tell "free since your grant" from "granted to someone since";
+--   * v5: a release keeps the ended grant's token in released_lease_token until the next grant or
+--     an unblock, so that block_proxy can tell "free since your grant" from "granted to someone
+--     since"; blocked_lease_token, the token block_proxy named, is a block detail like the others;
 --   * strikes reaching quarantine_after_strikes block the proxy until unblock_proxy;
 --   * block details exist only while blocked;
 --   * renewed_at is the holder's last sign of life: the grant, then every write that sets a new
@@ -109,6 +110,11 @@ BEGIN
         NEW.blocked_at := NULL;
         NEW.blocked_until := NULL;
         NEW.blocked_reason := NULL;
+        NEW.blocked_lease_token := NULL;
+        -- An unblock is a later word on the proxy than any ban of the grant that ended before it.
+        IF v_was_blocked THEN
+            NEW.released_lease_token := NULL;
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -118,7 +124,9 @@ COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + '
     'lease_duration (unless the statement set leased_until) and renewed_at = now, which every later '
     'write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or '
-    'worker_id = NULL frees it completely, stamps released_at and keeps the ended token in released_lease_token, and a release of an unblocked proxy '
-    'that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; '
+    'worker_id = NULL frees it completely, stamps released_at and keeps the ended token in '
+    'released_lease_token (until the next grant or unblock), and a release of an unblocked proxy that adds '
+    'no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until '
+    'unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; '
     'taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a '
     'proxy held under a live lease to another worker (55006).';
