@@ -121,6 +121,13 @@ def table_updates(server: Server, dbname: str) -> dict[str, int]:
         ).fetchall())
 
 
+def function_times(server: Server, dbname: str) -> dict[str, tuple[int, float, float]]:
+    """pg_stat_user_functions (empty unless track_functions is on): calls, total and self time in ms."""
+    with server.connect(dbname) as conn:
+        return {name: (calls, total, self_time) for name, calls, total, self_time in conn.execute(
+            "SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions").fetchall()}
+
+
 def pgbench(server: Server, dbname: str, script: str, clients: int, seconds: int) -> dict:
     """The harness's pgbench call (bench/harness.py), with --report-per-command."""
     command = [
@@ -218,10 +225,26 @@ def run_cell(server: Server, dbname: str, scenario: str, clients: int, seconds: 
             "SELECT count(*) FROM proxy_lease_events WHERE event = 'released' AND reason = 'task_finished'"
         ).fetchone()[0]
     updates_before = table_updates(server, dbname)
+    functions_before = function_times(server, dbname)
     load_before = os.getloadavg()[0]
+    with server.connect(dbname) as conn:
+        wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
     result = pgbench(server, dbname, scenario, clients, seconds)
+    with server.connect(dbname) as conn:
+        # Server-wide, but nothing else writes during the run (pg_cron's jobs are not installed: cron=off).
+        result["wal_bytes_per_cycle"] = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn) / %s", (wal_before, result["cycles"])
+        ).fetchone()[0]
     time.sleep(1.0)  # the pgbench backends report their counts as they exit
     updates_after = table_updates(server, dbname)
+    functions_after = function_times(server, dbname)
+    result["functions"] = {}
+    for name, (calls, total, self_time) in functions_after.items():
+        calls0, total0, self0 = functions_before.get(name, (0, 0.0, 0.0))
+        if calls > calls0:
+            result["functions"][name] = {"calls": calls - calls0,
+                                         "mean_total_us": (total - total0) * 1000 / (calls - calls0),
+                                         "mean_self_us": (self_time - self0) * 1000 / (calls - calls0)}
     proxy_updates = updates_after["proxies"] - updates_before["proxies"]
     task_updates = updates_after.get("catalog_tasks", 0) - updates_before.get("catalog_tasks", 0)
     result.update(load_before=load_before, proxy_updates=proxy_updates, task_updates=task_updates)
@@ -270,6 +293,14 @@ def summarize(runs: list[dict]) -> list[dict]:
                                   | {"statement": side_runs[0]["statements"][i]["statement"]}
                                   for i in range(len(side_runs[0]["statements"]))],
             }
+            entry[side]["wal_bytes_per_cycle"] = spread([float(r["wal_bytes_per_cycle"]) for r in side_runs])
+            names = sorted({name for r in side_runs for name in r.get("functions", {})})
+            entry[side]["functions_us"] = {
+                name: {"self": spread([r["functions"][name]["mean_self_us"] for r in side_runs if name in r["functions"]]),
+                       "total": spread([r["functions"][name]["mean_total_us"] for r in side_runs if name in r["functions"]]),
+                       "calls_per_cycle": statistics.median(r["functions"][name]["calls"] / r["cycles"]
+                                                            for r in side_runs if name in r["functions"])}
+                for name in names}
             if "renewals" in side_runs[0]:
                 entry[side]["renewals"] = [r["renewals"] for r in side_runs]
                 entry[side]["cycles"] = [r["cycles"] for r in side_runs]
@@ -309,6 +340,24 @@ def table(summary: list[dict], sides: dict[str, str]) -> str:
         for b, n in zip(e["base"]["statements_ms"], e["new"]["statements_ms"]):
             lines.append(f"| {e['scenario']} | {e['pool']:,} | {e['clients']} | `{b['statement'][:70]}` "
                          f"| {cell(b, '.3f')} | {cell(n, '.3f')} | {n['median'] / b['median'] - 1:+.1%} |")
+    lines += ["", "WAL bytes per cycle (median of rounds):", "",
+              "| Scenario | Pool | K | base | new | Δ |", "|---|---:|---:|---:|---:|---:|"]
+    for e in summary:
+        b, n = e["base"]["wal_bytes_per_cycle"]["median"], e["new"]["wal_bytes_per_cycle"]["median"]
+        lines.append(f"| {e['scenario']} | {e['pool']:,} | {e['clients']} | {b:,.0f} | {n:,.0f} | {n / b - 1:+.1%} |")
+    function_lines = []
+    for e in summary:
+        for name in sorted(set(e["base"]["functions_us"]) | set(e["new"]["functions_us"])):
+            b, n = e["base"]["functions_us"].get(name), e["new"]["functions_us"].get(name)
+            if b and n:
+                function_lines.append(
+                    f"| {e['scenario']} | {e['pool']:,} | {e['clients']} | {name} | {b['calls_per_cycle']:.2f} "
+                    f"| {cell(b['total'], '.1f')} | {cell(n['total'], '.1f')} | {n['total']['median'] / b['total']['median'] - 1:+.1%} "
+                    f"| {cell(b['self'], '.1f')} | {cell(n['self'], '.1f')} |")
+    if function_lines:
+        lines += ["", "Server time per call (µs, pg_stat_user_functions; total includes nested calls and triggers):", "",
+                  "| Scenario | Pool | K | Function | calls/cycle | total base | total new | Δ total | self base | self new |",
+                  "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|", *function_lines]
     renewal_lines = []
     for e in summary:
         if "renewals" in e["base"]:
@@ -337,6 +386,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--pools", type=int, nargs="+", default=[10_000, 1_000], help="acquire_release pool sizes")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--track-functions", action="store_true",
+                        help="track_functions = pl in the databases: per run, each PL/pgSQL function's calls and "
+                             "mean time on the server (pg_stat_user_functions); costs a little, so a separate run")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "out" / "compare_revisions.json")
     args = parser.parse_args()
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -360,6 +412,10 @@ def main() -> None:
             results["machine"] = machine(conn)
         print(f"server on port {server.pg.port}, building databases", flush=True)
         databases = set_up(server, args.source, sides, args.pools, args.scenarios, args.base_via_downgrade)
+        if args.track_functions:
+            with server.connect(CRON_DATABASE) as conn:
+                for name in databases.values():
+                    conn.execute(f'ALTER DATABASE "{name}" SET track_functions = \'pl\'')
         results["installed"] = {f"{key}": installed(server, name) for key, name in databases.items()}
         for key, name in databases.items():
             print(f"  {name}: {results['installed'][str(key)]['alembic_version']}", flush=True)
