@@ -233,7 +233,7 @@ def run_cell(server: Server, dbname: str, scenario: str, clients: int, seconds: 
     with server.connect(dbname) as conn:
         # Server-wide, but nothing else writes during the run (pg_cron's jobs are not installed: cron=off).
         result["wal_bytes_per_cycle"] = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn) / %s", (wal_before, result["cycles"])
+            "SELECT (pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn) / %s)::float8", (wal_before, result["cycles"])
         ).fetchone()[0]
     time.sleep(1.0)  # the pgbench backends report their counts as they exit
     updates_after = table_updates(server, dbname)
