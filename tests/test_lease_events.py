@@ -402,7 +402,9 @@ def test_pruning_reads_only_the_events_past_retention(pool):
     assert "occurred_at <" in oldest_first.get("Index Cond", "") and "Filter" not in oldest_first, oldest_first
 
 
-def test_a_cooldown_given_over_an_open_ended_block_is_not_a_quarantine(pool):
+def test_a_cooldown_given_over_an_open_ended_block_keeps_it_and_is_not_a_quarantine(pool):
+    """Since 0016 a ban never shortens a block in place: the operator's open-ended block stays, and
+    the strike that reaches the threshold does not turn it into a quarantine."""
     pool.run("UPDATE proxy_lease_settings SET quarantine_after_strikes = 3")
     proxy_id, _, token, _ = acquire(pool, "c1_1")
     pool.run("UPDATE proxies SET strike_count = 2, is_blocked = true, blocked_reason = 'operator' WHERE id = %s",
@@ -410,10 +412,10 @@ def test_a_cooldown_given_over_an_open_ended_block_is_not_a_quarantine(pool):
     mark = last_event_id(pool)
     assert pool.one("SELECT block_proxy(%s, %s, 'HTTP 403', '10 minutes')", (proxy_id, token)) is True
 
-    assert pool.one("SELECT blocked_until > now(), blocked_reason FROM proxies WHERE id = %s", (proxy_id,)) == (
-        True, "HTTP 403")
+    assert pool.one("SELECT blocked_until, blocked_reason, strike_count FROM proxies WHERE id = %s", (proxy_id,)) == (
+        None, "operator", 3)
     assert pool.all("SELECT event, reason, detail FROM proxy_lease_events WHERE id > %s ORDER BY id", (mark,)) == [
-        ("released", "blocked_by_worker", "HTTP 403"), ("blocked", "blocked_by_worker", "HTTP 403")]
+        ("released", "blocked_by_worker", None)]
 
 
 def test_a_renewal_for_less_time_than_is_left_is_still_a_sign_of_life(pool):
