@@ -537,7 +537,7 @@ def main() -> None:
         alembic(url, "upgrade", "head", cron="off")
         with psycopg.connect(url, autocommit=True) as conn:
             print(f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]} (fsync=off), "
-                  f"{conn.execute('SELECT version_num FROM alembic_version').fetchone()[0]}")
+                  f"{conn.execute('SELECT version_num FROM proxy_leases_alembic_version').fetchone()[0]}")
             started = time.perf_counter()
             expected = load_fleet(conn, args)
             print(f"loaded {args.proxies:,} proxies ({args.held:,} held by {args.containers} containers, "

@@ -108,7 +108,7 @@ def test_a_missing_contract_column_stops_the_upgrade_and_names_it(fresh_database
     cause = failure.value.orig if hasattr(failure.value, "orig") else failure.value
     assert isinstance(cause, psycopg.errors.UndefinedColumn)
     assert f"table public.{table} lacks the contract column(s) {column}" in str(cause)
-    assert database.one("SELECT to_regclass('alembic_version')") is None
+    assert database.one("SELECT to_regclass('proxy_leases_alembic_version')") is None
     assert database.one("SELECT to_regclass('proxy_leases_adopted_tables')") is None
 
 

@@ -755,7 +755,7 @@ def test_each_case_on_the_old_code(db, owned_databases, case):
         run = lambda: case.test(owned_databases, **case.variant)   # installs and downgrades its own
     else:
         db.downgrade(OLD)
-        assert db.one("SELECT version_num FROM alembic_version") == OLD
+        assert db.one("SELECT version_num FROM proxy_leases_alembic_version") == OLD
         run = lambda: case.test(db, **case.variant)
     if case.fails_with is None:
         run()

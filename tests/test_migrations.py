@@ -6,7 +6,7 @@ import subprocess
 import psycopg
 import pytest
 
-from migrations.sql_files import SQL_DIR, pinned_checksums
+from proxy_leases.migrations.sql_files import SQL_DIR, pinned_checksums
 from tests.helpers import HEAD, ROOT, alembic_cli
 from tools.throwaway_postgres import CRON_DATABASE
 
@@ -86,7 +86,7 @@ def test_upgrade_on_an_empty_database_creates_the_fleet_tables_and_everything_el
     database = fresh_database()
     database.upgrade(cron="off")
 
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
     assert database.all("SELECT table_name, created FROM proxy_leases_adopted_tables ORDER BY 1") == [
         ("catalog_tasks", True), ("object_tasks", True), ("proxies", True)]
     functions = {row[0] for row in database.all(
@@ -101,7 +101,7 @@ def test_every_public_object_is_documented(db):
         UNION ALL
         SELECT 'table ' || c.oid::regclass FROM pg_class c
          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-           AND c.relname <> 'alembic_version' AND obj_description(c.oid, 'pg_class') IS NULL
+           AND c.relname <> 'proxy_leases_alembic_version' AND obj_description(c.oid, 'pg_class') IS NULL
         UNION ALL
         SELECT 'index ' || i.indexrelid::regclass FROM pg_index i
          WHERE i.indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks', 'proxy_lease_events')
@@ -144,7 +144,7 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     database.downgrade("base", cron="off")
     assert database.all(
         "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-        " AND relname NOT IN ('alembic_version', 'alembic_version_pkc')") == []
+        " AND relname NOT IN ('proxy_leases_alembic_version', 'proxy_leases_alembic_version_pkc')") == []
     assert database.one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == 0
     database.upgrade(cron="off")
     assert catalog(database) == installed
@@ -167,7 +167,7 @@ def test_the_command_line_takes_a_plain_postgresql_url_from_database_url(fresh_d
     result = alembic_cli("upgrade", "head", env={"DATABASE_URL": database.url, "PROXY_LEASES_CRON": "off"})
     assert result.returncode == 0, result.stderr
     assert "Running upgrade 0008_pool_indexes -> 0009_maintenance_schedule" in result.stderr
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
 
 
 def test_a_url_that_names_no_database_upgrades_the_one_libpq_picks(fresh_database, pg_server):
@@ -178,7 +178,7 @@ def test_a_url_that_names_no_database_upgrades_the_one_libpq_picks(fresh_databas
         result = alembic_cli("upgrade", "head", env={"DATABASE_URL": server_url, "PGDATABASE": database.name,
                                                      "PROXY_LEASES_CRON": cron})
         assert result.returncode == 0, result.stderr
-        assert database.one("SELECT version_num FROM alembic_version") == HEAD
+        assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
         if cron == "off":
             database.downgrade("0010_lease_events", cron="off")
     with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
@@ -203,7 +203,11 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     assert script.returncode == 0, script.stderr
     assert "%%" not in script.stdout
     assert "RAISE EXCEPTION 'proxy % cannot be taken with only one of is_in_use and worker_id'" in script.stdout
-    assert script.stdout.startswith("SET lock_timeout = '5s';")
+    # The deploy lock first, waited for up to deploy_wait; then every step under the short lock_timeout.
+    assert script.stdout.startswith("SET lock_timeout = '10min';\n\n"
+                                    "SELECT pg_advisory_lock(hashtext('proxy_leases.upgrade'), 0);\n\n"
+                                    "SET lock_timeout = '5s';")
+    assert script.stdout.rstrip().endswith("SELECT pg_advisory_unlock(hashtext('proxy_leases.upgrade'), 0);")
     # The step that needs the pg_cron database says exactly what to run there.
     assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
             f"'SELECT public.release_stuck_proxies()', '{offline.name}')") in script.stdout
@@ -216,7 +220,7 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     )
     assert applied.returncode == 0, applied.stderr
     assert catalog(offline) == catalog(online)
-    assert offline.one("SELECT version_num FROM alembic_version") == HEAD
+    assert offline.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
 
 
 def test_offline_downgrade_script_is_produced_too(fresh_database):
@@ -238,13 +242,13 @@ def test_every_sql_file_is_pinned_and_unchanged():
 
 
 def test_every_sql_file_is_run_by_some_revision():
-    revisions = "".join(path.read_text() for path in (ROOT / "migrations" / "versions").glob("*.py"))
+    revisions = "".join(path.read_text() for path in (ROOT / "proxy_leases" / "migrations" / "versions").glob("*.py"))
     unused = [name for name in pinned_checksums() if f'"{name}"' not in revisions]
     assert unused == []
 
 
 def test_a_changed_frozen_file_stops_the_upgrade(tmp_path, monkeypatch):
-    from migrations import sql_files
+    from proxy_leases.migrations import sql_files
 
     copy = tmp_path / "sql"
     copy.mkdir()

@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from migrations.pg_cron import (MAINTENANCE_COMMAND, PgCronUnavailable, _literal, history_command, history_job_name,
+from proxy_leases.migrations.pg_cron import (MAINTENANCE_COMMAND, PgCronUnavailable, _literal, history_command, history_job_name,
                                 job_name)
 from tests.helpers import HEAD, Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
@@ -69,7 +69,7 @@ def test_without_pg_cron_the_upgrade_warns_and_succeeds(server_without_pg_cron, 
     database = Database(server_without_pg_cron.url("fleet"))
     with caplog.at_level(logging.WARNING, logger="alembic.proxy_leases"):
         database.upgrade(cron="auto")
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
     warning = " ".join(record.getMessage() for record in caplog.records)
     assert "pg_cron is not in shared_preload_libraries" in warning
     assert "README" in warning and "cron=require" in warning
@@ -80,7 +80,7 @@ def test_without_pg_cron_cron_require_fails_the_upgrade(server_without_pg_cron):
     database = Database(server_without_pg_cron.url("fleet"))
     with pytest.raises(PgCronUnavailable, match="cron=require"):
         database.upgrade(cron="require")
-    assert database.one("SELECT version_num FROM alembic_version") == "0004_lease_backfill"
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0004_lease_backfill"
     database.downgrade("base", cron="off")
 
 

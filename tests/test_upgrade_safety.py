@@ -59,9 +59,9 @@ def prepare(database: Database, start: str, cron: str = "off") -> None:
 
 
 def version(database: Database) -> str:
-    if database.one("SELECT to_regclass('alembic_version') IS NULL"):
+    if database.one("SELECT to_regclass('proxy_leases_alembic_version') IS NULL"):
         return "base"
-    return database.one("SELECT coalesce((SELECT version_num FROM alembic_version), 'base')")
+    return database.one("SELECT coalesce((SELECT version_num FROM proxy_leases_alembic_version), 'base')")
 
 
 EXTRA_CATALOG = """
@@ -301,7 +301,9 @@ def test_the_offline_script_keeps_a_lock_timeout_on_every_step(fresh_database):
     for args in (("upgrade", "head"), ("downgrade", f"{REVISIONS[-1]}:base")):
         script = alembic_cli("-x", f"lock_timeout={LOCK_TIMEOUT}", *args, "--sql", env={"DATABASE_URL": database.url})
         assert script.returncode == 0, script.stderr
-        assert script.stdout.startswith(f"SET lock_timeout = '{LOCK_TIMEOUT}';")
+        # Only the deploy lock is waited for longer (deploy_wait); every step after it has lock_timeout.
+        assert script.stdout.startswith("SET lock_timeout = '10min';\n\nSELECT pg_advisory_lock(hashtext("
+                                        f"'proxy_leases.upgrade'), 0);\n\nSET lock_timeout = '{LOCK_TIMEOUT}';")
         without = False
         for statement in re.split(r";\n", re.sub(r"(?m)^--[^\n]*\n", "", script.stdout)):
             statement = statement.strip()
@@ -391,15 +393,15 @@ CREATE EVENT TRIGGER inject_failure ON ddl_command_end EXECUTE FUNCTION inject.o
 """
 REMOVE_INJECT = "DROP EVENT TRIGGER inject_failure; DROP SCHEMA inject CASCADE"
 
-ALEMBIC_VERSION = ("CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32) NOT NULL, "
-                   "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+ALEMBIC_VERSION = ("CREATE TABLE IF NOT EXISTS proxy_leases_alembic_version (version_num varchar(32) NOT NULL, "
+                   "CONSTRAINT proxy_leases_alembic_version_pkc PRIMARY KEY (version_num))")
 FAIL_AT_THE_END = """
 CREATE FUNCTION public.inject_fail_version() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'injected failure: alembic_version not updated'; END $$;
-CREATE TRIGGER inject_fail_version BEFORE INSERT OR UPDATE OR DELETE ON alembic_version
+BEGIN RAISE EXCEPTION 'injected failure: proxy_leases_alembic_version not updated'; END $$;
+CREATE TRIGGER inject_fail_version BEFORE INSERT OR UPDATE OR DELETE ON proxy_leases_alembic_version
     FOR EACH ROW EXECUTE FUNCTION public.inject_fail_version();
 """
-REMOVE_FAIL_AT_THE_END = "DROP TRIGGER inject_fail_version ON alembic_version; DROP FUNCTION public.inject_fail_version()"
+REMOVE_FAIL_AT_THE_END = "DROP TRIGGER inject_fail_version ON proxy_leases_alembic_version; DROP FUNCTION public.inject_fail_version()"
 
 # The steps that commit part of their work before they end, by design (README, "The revisions"):
 # what a failure after that point may leave behind, besides which the database must be as it was.
@@ -441,7 +443,7 @@ INJECTIONS = ([(d, r, "middle") for d, r in STEPS if r not in CRON_REVISIONS]
 
 @pytest.mark.parametrize("direction, rev, where", INJECTIONS, ids=[f"{d}-{r}-{w}" for d, r, w in INJECTIONS])
 def test_a_step_that_fails_midway_leaves_the_previous_revision_intact(fresh_database, pg_server, direction, rev, where):
-    """middle: an event trigger raises at the step's middle DDL command. end: a trigger on alembic_version
+    """middle: an event trigger raises at the step's middle DDL command. end: a trigger on proxy_leases_alembic_version
     raises when Alembic records the step, after everything else, pg_cron's job included."""
     cron = "auto" if rev in CRON_REVISIONS else "off"
     start, target = start_and_target(direction, rev)
@@ -461,7 +463,7 @@ def test_a_step_that_fails_midway_leaves_the_previous_revision_intact(fresh_data
             run_step(reference, direction, rev, cron=cron)
             database.run(ALEMBIC_VERSION)
             database.run(FAIL_AT_THE_END)
-            expected = "injected failure: alembic_version not updated"
+            expected = "injected failure: proxy_leases_alembic_version not updated"
         reference_catalog = catalog(reference)
         before, jobs = snapshot(database), cron_jobs(pg_server, database)
 

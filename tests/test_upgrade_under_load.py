@@ -45,12 +45,12 @@ def test_the_lease_revision_waits_holding_nothing_on_proxies_then_fails_with_ins
 
     assert len(outcome) == 1 and outcome[0] != "upgraded"
     assert "lock_timeout=3s" in outcome[0] and "changed nothing" in outcome[0] and "pg_stat_activity" in outcome[0]
-    assert database.one("SELECT version_num FROM alembic_version") == "0002_partial_indexes"
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0002_partial_indexes"
     assert database.one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'proxies'::regclass "
                         "AND attname = 'leased_until'") == 0
 
     database.upgrade()
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
 
 
 def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(fresh_database):
@@ -71,7 +71,7 @@ def test_the_lease_revision_lets_a_worker_that_releases_then_finishes_go_first(f
         worker.commit()
         migration.join(timeout=60)
     assert outcome == [None]
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
 
 
 def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking_writes(fresh_database):
@@ -90,7 +90,7 @@ def test_the_concurrent_index_build_outwaits_a_long_transaction_without_blocking
             worker.execute("UPDATE catalog_tasks SET heartbeat_at = now() WHERE worker_id = 'w_2'")
         long_transaction.commit()
         migration.join(timeout=30)
-    assert database.one("SELECT version_num FROM alembic_version") == "0002_partial_indexes"
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0002_partial_indexes"
     assert database.one("SELECT bool_and(indisvalid) FROM pg_index WHERE indexrelid::regclass::text LIKE '%worker_idx'")
 
 
@@ -101,7 +101,7 @@ def test_downgrading_the_baseline_refuses_to_drop_created_tables_that_hold_rows(
     with pytest.raises(Exception, match="public.proxies holds rows") as failure:
         database.downgrade("base")
     assert failure.value.orig.diag.message_hint.startswith("To keep the table")
-    assert database.one("SELECT version_num FROM alembic_version") == "0001_fleet_schema"
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0001_fleet_schema"
     database.run("UPDATE proxy_leases_adopted_tables SET created = false WHERE table_name = 'proxies'")
     database.downgrade("base")
     assert database.one("SELECT count(*) FROM proxies") == 1
@@ -130,9 +130,9 @@ def test_the_lease_api_revision_waits_for_a_settings_reader_without_holding_up_t
         dashboard.rollback()
 
     assert len(outcome) == 1 and "lock_timeout=3s" in outcome[0] and "changed nothing" in outcome[0]
-    assert database.one("SELECT version_num FROM alembic_version") == "0005_sweep_schedule"
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0005_sweep_schedule"
     database.upgrade()
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
 
 
 LEASE_API = "0006_lease_api"  # the first revision with acquire_proxy / renew_proxy_lease / release_proxy
@@ -290,7 +290,7 @@ def test_workers_keep_acquiring_and_releasing_while_the_lease_revisions_go_up_do
           f"errors: {errors or 'none'}")
 
     assert fleet.failures == []
-    assert database.one("SELECT version_num FROM alembic_version") == HEAD
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
     assert errors == []
     assert fleet.double_grants == []
     assert stall < 2.0

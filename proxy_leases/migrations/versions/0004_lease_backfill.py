@@ -6,7 +6,7 @@ Revises: 0003_lease
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0004_lease_backfill"
 down_revision = "0003_lease"

@@ -16,7 +16,7 @@ Revises: 0013_event_recording
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0014_least_privilege"
 down_revision = "0013_event_recording"

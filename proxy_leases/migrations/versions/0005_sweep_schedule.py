@@ -6,7 +6,7 @@ Revises: 0004_lease_backfill
 
 from alembic import op
 
-from migrations.pg_cron import schedule_sweeper, unschedule_sweeper
+from proxy_leases.migrations.pg_cron import schedule_sweeper, unschedule_sweeper
 
 revision = "0005_sweep_schedule"
 down_revision = "0004_lease_backfill"

@@ -7,7 +7,7 @@ Create Date: ${create_date}
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

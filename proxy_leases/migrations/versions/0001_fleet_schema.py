@@ -6,7 +6,7 @@ Revises:
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0001_fleet_schema"
 down_revision = None

@@ -10,7 +10,7 @@ Revises: 0005_sweep_schedule
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0006_lease_api"
 down_revision = "0005_sweep_schedule"

@@ -9,7 +9,7 @@ Revises: 0002_partial_indexes
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0003_lease"
 down_revision = "0002_partial_indexes"

@@ -6,7 +6,7 @@ Revises: 0006_lease_api
 
 from alembic import op
 
-from migrations.sql_files import run_sql, run_sql_outside_transaction
+from proxy_leases.migrations.sql_files import run_sql, run_sql_outside_transaction
 
 revision = "0007_lease_api_backfill"
 down_revision = "0006_lease_api"

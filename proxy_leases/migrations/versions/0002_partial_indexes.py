@@ -6,7 +6,7 @@ Revises: 0001_fleet_schema
 
 from alembic import op
 
-from migrations.sql_files import run_sql_outside_transaction
+from proxy_leases.migrations.sql_files import run_sql_outside_transaction
 
 revision = "0002_partial_indexes"
 down_revision = "0001_fleet_schema"

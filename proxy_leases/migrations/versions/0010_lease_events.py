@@ -9,7 +9,7 @@ Revises: 0009_maintenance_schedule
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0010_lease_events"
 down_revision = "0009_maintenance_schedule"

@@ -9,7 +9,7 @@ Revises: 0008_pool_indexes
 
 from alembic import op
 
-from migrations.pg_cron import MAINTENANCE_COMMAND, SWEEP_COMMAND, schedule_job
+from proxy_leases.migrations.pg_cron import MAINTENANCE_COMMAND, SWEEP_COMMAND, schedule_job
 
 revision = "0009_maintenance_schedule"
 down_revision = "0008_pool_indexes"

@@ -10,7 +10,7 @@ Revises: 0010_lease_events
 
 from alembic import op
 
-from migrations.pg_cron import history_job_name, schedule_history_pruning, unschedule_job
+from proxy_leases.migrations.pg_cron import history_job_name, schedule_history_pruning, unschedule_job
 
 revision = "0011_cron_history_retention"
 down_revision = "0010_lease_events"

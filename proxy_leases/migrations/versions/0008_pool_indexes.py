@@ -6,7 +6,7 @@ Revises: 0007_lease_api_backfill
 
 from alembic import op
 
-from migrations.sql_files import run_sql_outside_transaction
+from proxy_leases.migrations.sql_files import run_sql_outside_transaction
 
 revision = "0008_pool_indexes"
 down_revision = "0007_lease_api_backfill"

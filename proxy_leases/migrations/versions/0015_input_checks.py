@@ -13,7 +13,7 @@ Revises: 0014_least_privilege
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0015_input_checks"
 down_revision = "0014_least_privilege"

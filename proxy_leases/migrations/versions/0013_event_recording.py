@@ -11,7 +11,7 @@ Revises: 0012_stuck_rule_set_based
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0013_event_recording"
 down_revision = "0012_stuck_rule_set_based"

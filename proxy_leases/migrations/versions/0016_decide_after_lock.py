@@ -16,7 +16,7 @@ Revises: 0015_input_checks
 
 from alembic import op
 
-from migrations.sql_files import run_sql
+from proxy_leases.migrations.sql_files import run_sql
 
 revision = "0016_decide_after_lock"
 down_revision = "0015_input_checks"

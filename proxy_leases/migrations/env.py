@@ -1,0 +1,197 @@
+"""Alembic environment for proxy-leases: one transaction per revision, psycopg 3 underneath.
+
+The revision is recorded in proxy_leases_alembic_version, beside whatever the fleet keeps in its
+own alembic_version (version_table.py), and every run that changes the database holds the deploy
+lock from start to end (deploy_lock.py).
+"""
+
+import contextlib
+import logging
+import os
+
+import psycopg
+from alembic import context
+from sqlalchemy import create_engine, exc, pool
+from sqlalchemy.engine import make_url
+
+from proxy_leases.migrations import deploy_lock
+from proxy_leases.migrations.version_table import LEGACY_TABLE, VERSION_TABLE, legacy_record_query, move_legacy_record_sql
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    from logging.config import fileConfig
+
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def database_url() -> str:
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit(
+            "proxy-leases: no database given. Set DATABASE_URL=postgresql://user@host:port/dbname "
+            "(or pass -x url=...)."
+        )
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def lock_timeout() -> str:
+    """How long a revision may wait for a lock on the fleet's tables before it gives up cleanly.
+
+    Every statement that waits for a lock makes the fleet's statements queue behind it: a revision
+    stuck behind a long transaction must fail fast rather than stop every worker.
+    """
+    return (context.get_x_argument(as_dictionary=True).get("lock_timeout")
+            or os.environ.get("PROXY_LEASES_LOCK_TIMEOUT") or "5s")
+
+
+LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
+(SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, \
+proxy_lease_settings, catalog_tasks or object_tasks (or, for the pg_cron steps 0005, 0009 and 0011, \
+cron.job in pg_cron's database). Most revisions run in one transaction and changed \
+nothing; 0007_lease_api_backfill commits its tokens before validating, and they are kept. Every step \
+is safe to run again, and `alembic current` shows where the database is.
+The database said: {error}
+Find the transaction{where}:
+  SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
+   WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
+then run the same command again when it has ended, or give it longer with -x lock_timeout=30s."""
+
+
+def connect_args() -> dict:
+    """For every connection a revision opens, pg_cron's included (migrations/pg_cron.py)."""
+    return {"options": "-c lock_timeout=" + lock_timeout().replace(" ", "\\ ")}
+
+
+def deploy_wait() -> str:
+    """How long a deploy waits for another one to finish before it gives up, changing nothing."""
+    return (context.get_x_argument(as_dictionary=True).get("deploy_wait")
+            or os.environ.get("PROXY_LEASES_DEPLOY_WAIT") or deploy_lock.DEFAULT_WAIT)
+
+
+config.attributes["lock_timeout"] = lock_timeout()
+config.attributes["connect_args"] = connect_args()
+log = logging.getLogger("alembic.proxy_leases")
+
+
+def changes_the_database() -> bool:
+    """upgrade, downgrade and stamp name a destination; current, history and check have none."""
+    try:
+        context.get_revision_argument()
+    except KeyError:  # Alembic's command gave no destination_rev
+        return False
+    return True
+
+
+def known_revisions() -> list[str]:
+    return sorted(script.revision for script in context.script.walk_revisions())
+
+
+def connect_directly(url: str) -> psycopg.Connection:
+    """The run's first connection: a failure to connect is one clear line, not a traceback."""
+    parsed = make_url(url)
+    try:
+        return psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False),
+                               autocommit=True, application_name=deploy_lock.application_name())
+    except psycopg.OperationalError as error:
+        where = f"{parsed.host or 'the local socket'}:{parsed.port or 5432}"
+        words = " ".join(str(error).split())
+        raise SystemExit(f"proxy-leases: cannot connect to PostgreSQL at {where} "
+                         f"(database {parsed.database}, user {parsed.username}): {words}") from None
+
+
+def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:
+    """A revision this package does not know was written by a newer proxy-leases: say so plainly."""
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (table,)).fetchone()[0]:
+        return
+    known = set(known_revisions())
+    for (recorded,) in conn.execute(f"SELECT version_num FROM {table}").fetchall():
+        if recorded not in known:
+            from proxy_leases import __version__
+            raise SystemExit(
+                f"proxy-leases: the database is at revision {recorded!r}, which this proxy-leases "
+                f"{__version__} (head {context.script.get_current_head()}) does not know: a newer "
+                "proxy-leases installed it. Nothing was changed. Run the newer proxy-leases, or "
+                "install it (pip install -U proxy-leases) before downgrading.")
+
+
+def version_table_to_read(conn: psycopg.Connection) -> str:
+    """For current and history: an install that predates our own table is read where it is."""
+    row = conn.execute(legacy_record_query(known_revisions())).fetchone()
+    if row is None:
+        return VERSION_TABLE
+    log.info("proxy-leases is recorded in %s (revision %s); the next upgrade moves it to %s",
+             LEGACY_TABLE, row[0], VERSION_TABLE)
+    return LEGACY_TABLE
+
+
+def move_an_old_record(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout(),))
+    conn.add_notice_handler(lambda notice: log.info("%s", notice.message_primary))
+    try:
+        conn.execute(move_legacy_record_sql(known_revisions()))
+    except psycopg.errors.LockNotAvailable as error:
+        raise SystemExit(LOCK_TIMEOUT_HELP.format(timeout=lock_timeout(), error=" ".join(str(error).split()),
+                                                  where=f" (on {LEGACY_TABLE})")) from None
+    conn.execute("RESET lock_timeout")
+
+
+def run_migrations_offline() -> None:
+    config.attributes["offline_database"] = make_url(database_url()).database
+    # paramstyle "named": otherwise every % in PL/pgSQL (RAISE '... %') comes out doubled.
+    context.configure(
+        url=database_url(),
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        transaction_per_migration=True,
+        version_table=VERSION_TABLE,
+    )
+    # The same deploy lock as online runs, waited for as long; psql holds it until the script ends.
+    context.execute(f"SET lock_timeout = '{deploy_wait()}'")
+    context.execute(deploy_lock.TAKE)
+    context.execute(f"SET lock_timeout = '{lock_timeout()}'")
+    context.execute(move_legacy_record_sql(known_revisions()))
+    with context.begin_transaction():
+        context.run_migrations()
+    context.execute(deploy_lock.RELEASE)
+
+
+def run_migrations_online() -> None:
+    """The deploy lock and the old record are handled on a first connection of their own."""
+    url = database_url()
+    with contextlib.ExitStack() as run:
+        first = run.enter_context(connect_directly(url))
+        if changes_the_database():
+            run.enter_context(deploy_lock.held(first, deploy_wait()))
+            move_an_old_record(first)
+            table = VERSION_TABLE
+        else:
+            table = version_table_to_read(first)
+        refuse_a_database_ahead(first, table)
+        migrate(url, table)
+
+
+def migrate(url: str, table: str) -> None:
+    # lock_timeout is set at connection start-up: nothing may run on this connection before
+    # configure(), or SQLAlchemy 2 opens a transaction and Alembic silently drops transaction_per_migration.
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args())
+    with engine.connect() as connection:
+        context.configure(connection=connection, transaction_per_migration=True, version_table=table)
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        except exc.OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) in ("55P03", "40P01"):
+                where = getattr(error, "proxy_leases_database", None)
+                raise SystemExit(LOCK_TIMEOUT_HELP.format(
+                    timeout=lock_timeout(), error=str(error.orig).strip().replace("\n", " "),
+                    where=f" (in database {where}, where pg_cron lives)" if where else "")) from error
+            raise
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

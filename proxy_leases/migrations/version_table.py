@@ -1,0 +1,52 @@
+"""Where proxy-leases records its revision: a table of its own, never the fleet's alembic_version.
+
+A fleet that keeps its own schema with Alembic has `alembic_version` at revisions proxy-leases does
+not know, and each tool would refuse the other's. Installs made before 0.16 recorded themselves in
+`alembic_version`; the first mutating run (upgrade, downgrade, stamp) moves such a record over, but
+only when that table holds exactly one row and it is a proxy-leases revision. Anything else in it
+is the fleet's and is never touched. Read-only runs (current, history) read the old record in place.
+"""
+
+from __future__ import annotations
+
+VERSION_TABLE = "proxy_leases_alembic_version"
+LEGACY_TABLE = "alembic_version"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def legacy_record_query(revisions: list[str]) -> str:
+    """The revision recorded by an old install in alembic_version, or no row."""
+    known = ", ".join(_literal(r) for r in revisions)
+    return f"""
+SELECT min(version_num) FROM {LEGACY_TABLE}
+HAVING count(*) = 1 AND min(version_num) IN ({known})
+   AND to_regclass({_literal(VERSION_TABLE)}) IS NULL"""
+
+
+def move_legacy_record_sql(revisions: list[str]) -> str:
+    """A DO block that moves an old install's record to VERSION_TABLE; does nothing otherwise.
+
+    The same statement runs online and in the `--sql` script. The old table held nothing but our
+    record, so it was ours: it is dropped, and a fleet that adopts Alembic later starts clean.
+    """
+    known = ", ".join(_literal(r) for r in revisions)
+    return f"""DO $proxy_leases$
+BEGIN
+    IF to_regclass({_literal(VERSION_TABLE)}) IS NULL AND to_regclass({_literal(LEGACY_TABLE)}) IS NOT NULL THEN
+        LOCK TABLE {LEGACY_TABLE} IN ACCESS EXCLUSIVE MODE;
+        IF (SELECT count(*) = 1 AND min(version_num) IN ({known}) FROM {LEGACY_TABLE}) THEN
+            CREATE TABLE {VERSION_TABLE} (
+                version_num varchar(32) NOT NULL,
+                CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num));
+            INSERT INTO {VERSION_TABLE} (version_num) SELECT version_num FROM {LEGACY_TABLE};
+            DROP TABLE {LEGACY_TABLE};
+            RAISE NOTICE 'proxy-leases: moved revision % from {LEGACY_TABLE} to {VERSION_TABLE}',
+                (SELECT version_num FROM {VERSION_TABLE});
+        END IF;
+    END IF;
+END
+$proxy_leases$"""
+
