@@ -41,6 +41,17 @@ def alembic_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
+def proxy_leases_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The `proxy-leases` command as the package installs it (proxy_leases.cli:main), in a process of its own."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_") and k != "DATABASE_URL"}
+    full_env["PYTHONPATH"] = str(ROOT)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from proxy_leases.cli import main; sys.exit(main())", *args],
+        cwd="/", env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
 @dataclass
 class Database:
     url: str

@@ -29,7 +29,7 @@ def database_url() -> str:
     if not url:
         raise SystemExit(
             "proxy-leases: no database given. Set DATABASE_URL=postgresql://user@host:port/dbname "
-            "(or pass -x url=...)."
+            "(or pass --url to proxy-leases, -x url=... to alembic)."
         )
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):

@@ -1,0 +1,110 @@
+"""The `proxy-leases` command: Alembic's upgrade, downgrade, current, history and --sql, for this package.
+
+    proxy-leases upgrade [REV]      (default head)
+    proxy-leases downgrade REV      (base removes everything)
+    proxy-leases current | history
+    proxy-leases sql [REV | FROM:TO] the upgrade as a psql script, for a change review
+
+The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
+--deploy-wait are the -x options of `alembic` (README, "Installing"). Expected failures print one
+line that says what to do and exit 1; nothing here prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from proxy_leases import __version__
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# option name -> the -x key the migrations read (proxy_leases/migrations/env.py, pg_cron.py)
+X_OPTIONS = {"url": "url", "cron": "cron", "cron_schedule": "cron_schedule",
+             "cron_history_retention": "cron_history_retention",
+             "lock_timeout": "lock_timeout", "deploy_wait": "deploy_wait"}
+
+
+def alembic_config(options: argparse.Namespace) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.cmd_opts = argparse.Namespace(x=[f"{key}={value}" for name, key in X_OPTIONS.items()
+                                            if (value := getattr(options, name, None))])
+    return config
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def parser() -> argparse.ArgumentParser:
+    shared = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the command is not reset by the command's own parser.
+    shared.add_argument("--url", default=argparse.SUPPRESS,
+                        help="postgresql://user@host:port/dbname (default: $DATABASE_URL)")
+    shared.add_argument("--cron", choices=("auto", "require", "off"), default=argparse.SUPPRESS,
+                        help="schedule the sweeper with pg_cron: auto (warn if missing, the default), require, off")
+    shared.add_argument("--cron-schedule", default=argparse.SUPPRESS,
+                        help="pg_cron schedule (default: every minute on pg_cron < 1.5, else 10 seconds)")
+    shared.add_argument("--cron-history-retention", default=argparse.SUPPRESS,
+                        help="how long pg_cron keeps the job's run history (default: 7 days)")
+    shared.add_argument("--lock-timeout", default=argparse.SUPPRESS,
+                        help="how long a step may wait for a lock on the fleet's tables (default: 5s)")
+    shared.add_argument("--deploy-wait", default=argparse.SUPPRESS,
+                        help="how long to wait for another deploy of this database to end (default: 10min)")
+
+    top = argparse.ArgumentParser(prog="proxy-leases", parents=[shared],
+                                  description="Install and upgrade proxy-leases in a PostgreSQL database.")
+    top.add_argument("--version", action="version",
+                     version=f"proxy-leases {__version__} (head revision {head_revision()})")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    upgrade = verbs.add_parser("upgrade", parents=[shared], help="upgrade to REV (default: head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    downgrade = verbs.add_parser("downgrade", parents=[shared], help="downgrade to REV (base: remove it all)")
+    downgrade.add_argument("revision")
+    verbs.add_parser("current", parents=[shared], help="the revision the database is at")
+    verbs.add_parser("history", parents=[shared], help="every revision, newest first")
+    sql = verbs.add_parser("sql", parents=[shared],
+                           help="print the upgrade as a psql script instead of running it")
+    sql.add_argument("revision", nargs="?", default="head", help="REV or FROM:TO (default: head)")
+    return top
+
+
+def run(options: argparse.Namespace) -> None:
+    config = alembic_config(options)
+    if options.verb == "upgrade":
+        command.upgrade(config, options.revision)
+    elif options.verb == "downgrade":
+        command.downgrade(config, options.revision)
+    elif options.verb == "current":
+        command.current(config, verbose=False)
+    elif options.verb == "history":
+        command.history(config, indicate_current=False)
+    elif options.verb == "sql":
+        command.upgrade(config, options.revision, sql=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    try:
+        run(options)
+    except CommandError as error:
+        known = f"this proxy-leases {__version__} knows revisions up to {head_revision()}"
+        print(f"proxy-leases: {error} ({known}; `proxy-leases history` lists them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
