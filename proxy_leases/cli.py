@@ -93,9 +93,16 @@ def run(options: argparse.Namespace) -> None:
         command.upgrade(config, options.revision, sql=True)
 
 
+# Alembic's INFO lines that say nothing to an operator.
+QUIET = ("Context impl ", "Will assume ")
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: not record.getMessage().startswith(QUIET))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.INFO)
     try:
         run(options)

@@ -204,9 +204,9 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     assert "%%" not in script.stdout
     assert "RAISE EXCEPTION 'proxy % cannot be taken with only one of is_in_use and worker_id'" in script.stdout
     # The deploy lock first, waited for up to deploy_wait; then every step under the short lock_timeout.
-    assert script.stdout.startswith("SET lock_timeout = '10min';\n\n"
-                                    "SELECT pg_advisory_lock(hashtext('proxy_leases.upgrade'), 0);\n\n"
-                                    "SET lock_timeout = '5s';")
+    assert script.stdout.startswith("DO $proxy_leases_deploy$")
+    assert "WHILE NOT pg_try_advisory_lock(hashtext('proxy_leases.upgrade'), 0) LOOP" in script.stdout
+    assert "$proxy_leases_deploy$;\n\nSET lock_timeout = '5s';" in script.stdout
     assert script.stdout.rstrip().endswith("SELECT pg_advisory_unlock(hashtext('proxy_leases.upgrade'), 0);")
     # The step that needs the pg_cron database says exactly what to run there.
     assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "

@@ -295,15 +295,15 @@ def test_a_concurrent_index_step_outwaits_a_writer_without_holding_up_the_fleet(
 
 
 def test_the_offline_script_keeps_a_lock_timeout_on_every_step(fresh_database):
-    """--sql: SET lock_timeout first; only CONCURRENTLY runs without it, and the pg_cron steps' own
+    """--sql: the deploy lock, then SET lock_timeout; only CONCURRENTLY runs without it, and the pg_cron steps' own
     instructions set it in pg_cron's database too."""
     database = fresh_database()
     for args in (("upgrade", "head"), ("downgrade", f"{REVISIONS[-1]}:base")):
         script = alembic_cli("-x", f"lock_timeout={LOCK_TIMEOUT}", *args, "--sql", env={"DATABASE_URL": database.url})
         assert script.returncode == 0, script.stderr
-        # Only the deploy lock is waited for longer (deploy_wait); every step after it has lock_timeout.
-        assert script.stdout.startswith("SET lock_timeout = '10min';\n\nSELECT pg_advisory_lock(hashtext("
-                                        f"'proxy_leases.upgrade'), 0);\n\nSET lock_timeout = '{LOCK_TIMEOUT}';")
+        # The deploy lock is polled for up to deploy_wait; every step after it has lock_timeout.
+        assert script.stdout.startswith("DO $proxy_leases_deploy$")
+        assert f"$proxy_leases_deploy$;\n\nSET lock_timeout = '{LOCK_TIMEOUT}';" in script.stdout
         without = False
         for statement in re.split(r";\n", re.sub(r"(?m)^--[^\n]*\n", "", script.stdout)):
             statement = statement.strip()

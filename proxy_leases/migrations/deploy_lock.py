@@ -5,7 +5,10 @@ would otherwise both start the same revision, and one fails midway. The lock is 
 connection of its own before any revision starts and before any table is locked, and held until
 the run ends, however it ends: closing the session releases it, and so does a killed process.
 The later runs wait for it, up to deploy_wait, and then find the database where the first left
-it, usually at head, which makes them do nothing. The `--sql` script takes and releases the same
+it, usually at head, which makes them do nothing. They wait by trying again and again, committing
+in between, never by blocking in pg_advisory_lock: a blocked statement keeps its transaction open,
+and the CREATE INDEX CONCURRENTLY of the deploy it waits for (0002, 0007, 0008) waits for every
+transaction open when it started, so neither would ever move (PostgreSQL cannot see that cycle). The `--sql` script takes and releases the same
 lock. Advisory locks belong to one database, so deploys to different databases never wait for
 each other. Through PgBouncer in transaction mode a session lock means nothing: migrations must
 connect directly (docs/pgbouncer.md).
@@ -26,7 +29,6 @@ log = logging.getLogger("alembic.proxy_leases")
 
 # Two int4 keys: a class of its own, apart from acquire_proxy's per-worker locks.
 LOCK_KEYS = "hashtext('proxy_leases.upgrade'), 0"
-TAKE = f"SELECT pg_advisory_lock({LOCK_KEYS})"
 TRY_TAKE = f"SELECT pg_try_advisory_lock({LOCK_KEYS})"
 RELEASE = f"SELECT pg_advisory_unlock({LOCK_KEYS})"
 HOLDER = f"""
@@ -37,6 +39,41 @@ SELECT a.pid, coalesce(nullif(a.application_name, ''), '-'), coalesce(a.usename:
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
    AND (l.classid, l.objid, l.objsubid) = (hashtext('proxy_leases.upgrade')::oid, 0, 2)"""
 DEFAULT_WAIT = "10min"
+POLL_SECONDS = 0.2
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def take_sql(wait: str) -> str:
+    """The statement that takes the lock, waiting up to `wait`, online and in the --sql script alike.
+
+    On giving up it raises 55P03 naming the session that holds the lock; nothing was changed.
+    """
+    return f"""DO $proxy_leases_deploy$
+DECLARE
+    give_up constant timestamptz := clock_timestamp() + interval {_literal(wait)};
+    holder text;
+BEGIN
+    WHILE NOT pg_try_advisory_lock({LOCK_KEYS}) LOOP
+        IF clock_timestamp() > give_up THEN
+            SELECT format('session pid %s (%L, user %s, from %s, connected since %s)', pid, app, usr, client,
+                          date_trunc('second', since))
+              INTO holder
+              FROM ({HOLDER.strip()}) AS h(pid, app, usr, client, since);
+            RAISE EXCEPTION 'proxy-leases: another deploy still runs after deploy_wait=%: %',
+                            {_literal(wait)}, coalesce(holder, 'a session that has since ended')
+                USING ERRCODE = 'lock_not_available',
+                      DETAIL = 'Nothing was changed by this run.',
+                      HINT = 'Wait for it to end (pg_stat_activity shows what it runs), or give it longer '
+                             'with -x deploy_wait=30min (proxy-leases --deploy-wait 30min).';
+        END IF;
+        COMMIT;  -- ends this try's transaction: see deploy_lock.py on CREATE INDEX CONCURRENTLY
+        PERFORM pg_sleep({POLL_SECONDS});
+    END LOOP;
+END
+$proxy_leases_deploy$"""
 
 
 def application_name() -> str:
@@ -49,8 +86,7 @@ def describe_holder(conn: psycopg.Connection) -> str:
     if row is None:
         return "a session that has since ended"
     pid, app, user, client, started = row
-    return (f"session pid {pid} ({app!r}, user {user}, from {client}, connected since "
-            f"{started:%Y-%m-%d %H:%M:%S %Z})" if started else f"session pid {pid}")
+    return f"session pid {pid} ({app!r}, user {user}, from {client}, connected since {started.replace(microsecond=0)})"
 
 
 @contextlib.contextmanager
@@ -59,18 +95,11 @@ def held(conn: psycopg.Connection, wait: str) -> Iterator[float]:
     started = time.monotonic()
     if not conn.execute(TRY_TAKE).fetchone()[0]:
         log.info("another deploy holds the lock: %s; waiting up to deploy_wait=%s", describe_holder(conn), wait)
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
         try:
-            conn.execute(TAKE)
-        except psycopg.errors.LockNotAvailable:
-            raise SystemExit(
-                f"proxy-leases: another deploy still runs after deploy_wait={wait}: {describe_holder(conn)}. "
-                "Nothing was changed by this run. Wait for it to end (pg_stat_activity shows what it runs), "
-                "or give it longer with -x deploy_wait=30min (proxy-leases --deploy-wait 30min)."
-            ) from None
-        finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("RESET lock_timeout")
+            conn.execute(take_sql(wait))
+        except psycopg.errors.LockNotAvailable as error:
+            diag = error.diag
+            raise SystemExit(f"{diag.message_primary}. {diag.message_detail} {diag.message_hint}") from None
         log.info("waited %.1f s for the other deploy", time.monotonic() - started)
     try:
         yield time.monotonic() - started

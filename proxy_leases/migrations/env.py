@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
 from proxy_leases.migrations import deploy_lock
-from proxy_leases.migrations.version_table import LEGACY_TABLE, VERSION_TABLE, legacy_record_query, move_legacy_record_sql
+from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
+                                                    move_legacy_record_sql)
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -119,8 +120,9 @@ def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:
 
 def version_table_to_read(conn: psycopg.Connection) -> str:
     """For current and history: an install that predates our own table is read where it is."""
-    row = conn.execute(legacy_record_query(known_revisions())).fetchone()
-    if row is None:
+    row = conn.execute(OLD_LAYOUT_QUERY).fetchone()[0] and conn.execute(
+        legacy_record_query(known_revisions())).fetchone()
+    if not row:
         return VERSION_TABLE
     log.info("proxy-leases is recorded in %s (revision %s); the next upgrade moves it to %s",
              LEGACY_TABLE, row[0], VERSION_TABLE)
@@ -149,8 +151,7 @@ def run_migrations_offline() -> None:
         version_table=VERSION_TABLE,
     )
     # The same deploy lock as online runs, waited for as long; psql holds it until the script ends.
-    context.execute(f"SET lock_timeout = '{deploy_wait()}'")
-    context.execute(deploy_lock.TAKE)
+    context.execute(deploy_lock.take_sql(deploy_wait()))
     context.execute(f"SET lock_timeout = '{lock_timeout()}'")
     context.execute(move_legacy_record_sql(known_revisions()))
     with context.begin_transaction():

@@ -17,13 +17,14 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+OLD_LAYOUT_QUERY = (f"SELECT to_regclass({_literal(VERSION_TABLE)}) IS NULL"
+                    f" AND to_regclass({_literal(LEGACY_TABLE)}) IS NOT NULL")
+
+
 def legacy_record_query(revisions: list[str]) -> str:
-    """The revision recorded by an old install in alembic_version, or no row."""
+    """The revision recorded by an old install in alembic_version, or no row. Only for OLD_LAYOUT_QUERY true."""
     known = ", ".join(_literal(r) for r in revisions)
-    return f"""
-SELECT min(version_num) FROM {LEGACY_TABLE}
-HAVING count(*) = 1 AND min(version_num) IN ({known})
-   AND to_regclass({_literal(VERSION_TABLE)}) IS NULL"""
+    return f"SELECT min(version_num) FROM {LEGACY_TABLE} HAVING count(*) = 1 AND min(version_num) IN ({known})"
 
 
 def move_legacy_record_sql(revisions: list[str]) -> str:
