@@ -6,7 +6,7 @@
 
 Two sets of databases with the same data, one migrated with ``alembic upgrade <base>`` and one with
 ``alembic upgrade <new>`` (run as the alembic command line from ``--source``: a snapshot of the
-repository, e.g. ``git archive HEAD``, so that edits to sql/ during a run cannot reach it). Every
+repository, e.g. ``git archive HEAD``, so that edits to proxy_leases/sql/ during a run cannot reach it). Every
 cell (scenario, pool, clients) runs once per revision per round, the order of the two revisions
 alternating from round to round, so that a slow minute of the machine falls on both.
 
@@ -106,7 +106,11 @@ SELECT p.proname, md5(p.prosrc)
 def installed(server: Server, dbname: str) -> dict:
     with server.connect(dbname) as conn:
         return {
-            "alembic_version": conn.execute("SELECT version_num FROM alembic_version").fetchone()[0],
+            # proxy_leases_alembic_version since 0.16; a snapshot older than that used alembic_version
+            "alembic_version": conn.execute(
+                "SELECT version_num FROM " + conn.execute(
+                    "SELECT coalesce(to_regclass('proxy_leases_alembic_version'), 'alembic_version')::text"
+                ).fetchone()[0]).fetchone()[0],
             "functions_md5": dict(conn.execute(INSTALLED).fetchall()),
             "released_lease_token_column": conn.execute(
                 "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.proxies'::regclass "
