@@ -14,6 +14,7 @@ from alembic import context
 from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
+from proxy_leases import __version__
 from proxy_leases.migrations import deploy_lock
 from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
                                                     move_legacy_record_sql)
@@ -110,7 +111,6 @@ def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:
     known = set(known_revisions())
     for (recorded,) in conn.execute(f"SELECT version_num FROM {table}").fetchall():
         if recorded not in known:
-            from proxy_leases import __version__
             raise SystemExit(
                 f"proxy-leases: the database is at revision {recorded!r}, which this proxy-leases "
                 f"{__version__} (head {context.script.get_current_head()}) does not know: a newer "
