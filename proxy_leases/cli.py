@@ -3,11 +3,14 @@
     proxy-leases upgrade [REV]      (default head)
     proxy-leases downgrade REV      (base removes everything)
     proxy-leases current | history
+    proxy-leases stamp REV          record REV without running anything
     proxy-leases sql [REV | FROM:TO] the upgrade as a psql script, for a change review
+    proxy-leases sql --downgrade FROM:TO
 
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
---deploy-wait are the -x options of `alembic` (README, "Installing"). Expected failures print one
-line that says what to do and exit 1; nothing here prints a traceback for them.
+--deploy-wait are the -x options of `alembic` (README, "Options"). Expected failures, the database's
+refusals included, print what happened and what to do (with the SQLSTATE, DETAIL and HINT) and
+exit 1; none prints a traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import logging
 import sys
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import exc
 
 from proxy_leases import __version__
+from proxy_leases.migrations.pg_cron import PgCronUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # option name -> the -x key the migrations read (proxy_leases/migrations/env.py, pg_cron.py)
@@ -73,9 +79,12 @@ def parser() -> argparse.ArgumentParser:
     downgrade.add_argument("revision")
     verbs.add_parser("current", parents=[shared], help="the revision the database is at")
     verbs.add_parser("history", parents=[shared], help="every revision, newest first")
+    stamp = verbs.add_parser("stamp", parents=[shared], help="record REV as the database's revision, running nothing")
+    stamp.add_argument("revision")
     sql = verbs.add_parser("sql", parents=[shared],
-                           help="print the upgrade as a psql script instead of running it")
+                           help="print the upgrade (or --downgrade) as a psql script instead of running it")
     sql.add_argument("revision", nargs="?", default="head", help="REV or FROM:TO (default: head)")
+    sql.add_argument("--downgrade", action="store_true", help="the downgrade FROM:TO, e.g. head:base")
     return top
 
 
@@ -89,8 +98,26 @@ def run(options: argparse.Namespace) -> None:
         command.current(config, verbose=False)
     elif options.verb == "history":
         command.history(config, indicate_current=False)
+    elif options.verb == "stamp":
+        command.stamp(config, options.revision)
+    elif options.verb == "sql" and options.downgrade:
+        if ":" not in options.revision:
+            raise CommandError("a downgrade script needs FROM:TO, e.g. head:base")
+        command.downgrade(config, options.revision, sql=True)
     elif options.verb == "sql":
         command.upgrade(config, options.revision, sql=True)
+
+
+def refusal(error: psycopg.Error) -> str:
+    """The database's own words: SQLSTATE, message, DETAIL and HINT, as psql would show them."""
+    diag = error.diag
+    lines = [f"proxy-leases: the database refused (SQLSTATE {error.sqlstate}): "
+             f"{diag.message_primary or str(error).strip()}"]
+    lines += [f"{label}: {text}" for label, text in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint))
+              if text]
+    lines.append("The step that failed was rolled back and those before it stay (README, \"What every revision "
+                 "is held to\"); `proxy-leases current` shows where the database is now.")
+    return "\n".join(lines)
 
 
 # Alembic's INFO lines that say nothing to an operator.
@@ -109,6 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         known = f"this proxy-leases {__version__} knows revisions up to {head_revision()}"
         print(f"proxy-leases: {error} ({known}; `proxy-leases history` lists them)", file=sys.stderr)
+        return 1
+    except exc.DBAPIError as error:
+        if not isinstance(error.orig, psycopg.Error):
+            raise
+        print(refusal(error.orig), file=sys.stderr)
+        return 1
+    except psycopg.Error as error:
+        print(refusal(error), file=sys.stderr)
+        return 1
+    except PgCronUnavailable as error:
+        print(f"proxy-leases: {error}. `proxy-leases current` shows where the database is now.", file=sys.stderr)
         return 1
     return 0
 

@@ -210,3 +210,17 @@ def test_an_alembic_version_that_is_not_only_ours_is_left_alone(fresh_database, 
     assert upgraded.returncode == 0, upgraded.stderr
     assert sorted(fleet_row(database)) == sorted((row,) for row in rows)
     assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
+
+
+def test_the_fleets_alembic_version_is_never_locked_even_while_the_fleets_own_deploy_holds_it(incident_fleet):
+    """The fleet's migrator is mid-deploy (its transaction holds alembic_version): proxy-leases goes on."""
+    database = incident_fleet
+    with database.connect(autocommit=False) as fleet_deploy:
+        fleet_deploy.execute("SELECT * FROM alembic_version FOR UPDATE")  # as Alembic's UPDATE would
+        fleet_deploy.execute("LOCK TABLE alembic_version IN SHARE ROW EXCLUSIVE MODE")
+        installed = proxy_leases_cli("upgrade", "--cron", "off", "--lock-timeout", "1s",
+                                     env={"DATABASE_URL": database.url})
+        assert installed.returncode == 0, installed.stderr
+        fleet_deploy.rollback()
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
+    assert fleet_row(database) == [(FLEET_REVISION,)]

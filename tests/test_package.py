@@ -84,14 +84,20 @@ def closed_port() -> int:
         return probe.getsockname()[1]  # nothing listens once the probe is closed
 
 
-@pytest.mark.parametrize("case", ["no database", "host unreachable", "authentication refused",
-                                  "no such revision", "database ahead of the package"])
+@pytest.mark.parametrize("case", ["no database", "not a URL", "host unreachable", "authentication refused",
+                                  "no such revision", "database ahead of the package", "not a duration"])
 def test_expected_failures_are_one_clear_line_and_exit_1(installed, fresh_database, pg_server, case):
     database = fresh_database()
     args, url = ["upgrade", "--cron", "off"], database.url
     if case == "no database":
         url = None
         expected = "proxy-leases: no database given. Set DATABASE_URL="
+    elif case == "not a URL":
+        url = "postgresql://postgres@127.0.0.1:notaport/fleet"
+        expected = "proxy-leases: the database URL is not a URL: expected postgresql://"
+    elif case == "not a duration":
+        args = ["upgrade", "--lock-timeout", "5x"]
+        expected = "proxy-leases: lock_timeout='5x': expected a number and a unit (ms, s, min, h, d)"
     elif case == "host unreachable":
         port = closed_port()
         url = f"postgresql://postgres@127.0.0.1:{port}/fleet"
@@ -119,3 +125,30 @@ def test_expected_failures_are_one_clear_line_and_exit_1(installed, fresh_databa
         assert 'role "deploy_without_login" is not permitted to log in' in lines[0]  # the server's words
     if case == "database ahead of the package":
         assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0099_from_the_future"
+
+
+def test_the_database_refusing_a_step_is_its_sqlstate_message_and_hint(installed, fresh_database):
+    database = fresh_database()
+    database.run("CREATE TABLE proxies (id serial PRIMARY KEY, is_in_use boolean, is_blocked boolean)")
+    failed = command(installed, "upgrade", "--cron", "off", url=database.url)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert lines[0].startswith("Running upgrade  -> 0001_fleet_schema, Baseline")
+    assert lines[1] == ("proxy-leases: the database refused (SQLSTATE 42703): table public.proxies lacks the "
+                        "contract column(s) worker_id")
+    assert lines[2].startswith("HINT: proxy-leases adopts an existing table only if it has every contract column")
+    assert lines[3].startswith("The step that failed was rolled back")
+    assert database.one("SELECT to_regclass('proxy_leases_alembic_version')") is None
+
+
+def test_a_url_for_another_driver_is_run_on_psycopg_and_current_says_what_is_missing(installed, fresh_database):
+    database = fresh_database()
+    url = database.url.replace("postgresql://", "postgresql+psycopg2://")
+    current = command(installed, "current", url=url)
+    assert current.returncode == 0 and current.stdout == ""
+    assert f"proxy-leases is not installed in this database (this package's head is {HEAD})" in current.stderr
+    stamped = command(installed, "stamp", "0003_lease", url=url)
+    assert stamped.returncode == 0, stamped.stderr
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0003_lease"
+    script = command(installed, "sql", "--downgrade", f"{HEAD}:base", url=url)
+    assert script.returncode == 0 and "DROP FUNCTION public.acquire_proxy(text, interval);" in script.stdout

@@ -8,6 +8,7 @@ lock from start to end (deploy_lock.py).
 import contextlib
 import logging
 import os
+import re
 
 import psycopg
 from alembic import context
@@ -33,10 +34,29 @@ def database_url() -> str:
             "proxy-leases: no database given. Set DATABASE_URL=postgresql://user@host:port/dbname "
             "(or pass --url to proxy-leases, -x url=... to alembic)."
         )
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 -- a port that is not a number fails here, not in the middle of a run
+    except (exc.ArgumentError, ValueError):
+        raise SystemExit("proxy-leases: the database URL is not a URL: expected "
+                         "postgresql://user[:password]@host[:port]/dbname") from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres") or not parsed.database:
+        raise SystemExit(f"proxy-leases: {parsed.render_as_string(hide_password=True)} names no PostgreSQL "
+                         "database: expected postgresql://user[:password]@host[:port]/dbname")
+    # Whatever driver the fleet's URL names (psycopg2, asyncpg), proxy-leases runs on psycopg 3.
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+DURATION = re.compile(r"[0-9]+(\.[0-9]+)? ?(ms|s|min|h|d)")
+
+
+def duration_option(name: str, env: str, default: str) -> str:
+    """A duration both a setting (lock_timeout) and an interval accept, checked before anything runs."""
+    value = context.get_x_argument(as_dictionary=True).get(name) or os.environ.get(env) or default
+    if not (value == "0" or DURATION.fullmatch(value)):
+        raise SystemExit(f"proxy-leases: {name}={value!r}: expected a number and a unit (ms, s, min, h, d), "
+                         "e.g. 5s or 10min")
+    return value
 
 
 def lock_timeout() -> str:
@@ -45,8 +65,7 @@ def lock_timeout() -> str:
     Every statement that waits for a lock makes the fleet's statements queue behind it: a revision
     stuck behind a long transaction must fail fast rather than stop every worker.
     """
-    return (context.get_x_argument(as_dictionary=True).get("lock_timeout")
-            or os.environ.get("PROXY_LEASES_LOCK_TIMEOUT") or "5s")
+    return duration_option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s")
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
@@ -54,12 +73,13 @@ LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within 
 proxy_lease_settings, catalog_tasks or object_tasks (or, for the pg_cron steps 0005, 0009 and 0011, \
 cron.job in pg_cron's database). Most revisions run in one transaction and changed \
 nothing; 0007_lease_api_backfill commits its tokens before validating, and they are kept. Every step \
-is safe to run again, and `alembic current` shows where the database is.
+is safe to run again, and `proxy-leases current` (or `alembic current`) shows where the database is.
 The database said: {error}
 Find the transaction{where}:
   SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
    WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
-then run the same command again when it has ended, or give it longer with -x lock_timeout=30s."""
+then run the same command again when it has ended, or give it longer with --lock-timeout 30s
+(alembic: -x lock_timeout=30s)."""
 
 
 def connect_args() -> dict:
@@ -69,12 +89,12 @@ def connect_args() -> dict:
 
 def deploy_wait() -> str:
     """How long a deploy waits for another one to finish before it gives up, changing nothing."""
-    return (context.get_x_argument(as_dictionary=True).get("deploy_wait")
-            or os.environ.get("PROXY_LEASES_DEPLOY_WAIT") or deploy_lock.DEFAULT_WAIT)
+    return duration_option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT)
 
 
 config.attributes["lock_timeout"] = lock_timeout()
 config.attributes["connect_args"] = connect_args()
+deploy_wait()  # a bad value stops here, before anything runs
 log = logging.getLogger("alembic.proxy_leases")
 
 
@@ -114,15 +134,22 @@ def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:
             raise SystemExit(
                 f"proxy-leases: the database is at revision {recorded!r}, which this proxy-leases "
                 f"{__version__} (head {context.script.get_current_head()}) does not know: a newer "
-                "proxy-leases installed it. Nothing was changed. Run the newer proxy-leases, or "
-                "install it (pip install -U proxy-leases) before downgrading.")
+                "proxy-leases installed it. Nothing was changed. Run the proxy-leases that installed it "
+                "(a downgrade needs its revision files too).")
 
 
 def version_table_to_read(conn: psycopg.Connection) -> str:
     """For current and history: an install that predates our own table is read where it is."""
-    row = conn.execute(OLD_LAYOUT_QUERY).fetchone()[0] and conn.execute(
-        legacy_record_query(known_revisions())).fetchone()
+    try:
+        row = conn.execute(OLD_LAYOUT_QUERY).fetchone()[0] and conn.execute(
+            legacy_record_query(known_revisions())).fetchone()
+    except psycopg.errors.InsufficientPrivilege:  # the fleet's table, closed to this role: not ours
+        row = None
     if not row:
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (VERSION_TABLE,)).fetchone()[0] or not conn.execute(
+                f"SELECT EXISTS (SELECT FROM {VERSION_TABLE})").fetchone()[0]:
+            log.info("proxy-leases is not installed in this database (this package's head is %s)",
+                     context.script.get_current_head())
         return VERSION_TABLE
     log.info("proxy-leases is recorded in %s (revision %s); the next upgrade moves it to %s",
              LEGACY_TABLE, row[0], VERSION_TABLE)

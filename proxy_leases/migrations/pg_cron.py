@@ -92,7 +92,7 @@ def unavailable(mode: str, message: str, command: str) -> None:
         raise PgCronUnavailable(message + " (cron=require was given, so the upgrade stops here)")
     log.warning(
         "%s. Nothing will run %r by itself: schedule it from any scheduler "
-        "(see README, 'Without pg_cron'), or pass -x cron=require to make this an error.",
+        "(see README, 'Without pg_cron'), or pass --cron require (alembic: -x cron=require) to make this an error.",
         message, command,
     )
 

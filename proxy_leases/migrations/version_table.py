@@ -37,6 +37,15 @@ def move_legacy_record_sql(revisions: list[str]) -> str:
     return f"""DO $proxy_leases$
 BEGIN
     IF to_regclass({_literal(VERSION_TABLE)}) IS NULL AND to_regclass({_literal(LEGACY_TABLE)}) IS NOT NULL THEN
+        -- Read first, lock only what looks like ours: the fleet's own table is never locked, and a
+        -- deploy role that may not read it (the fleet's migrator owns it) finds nothing to move.
+        BEGIN
+            IF NOT (SELECT count(*) = 1 AND min(version_num) IN ({known}) FROM {LEGACY_TABLE}) THEN
+                RETURN;
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RETURN;
+        END;
         LOCK TABLE {LEGACY_TABLE} IN ACCESS EXCLUSIVE MODE;
         IF (SELECT count(*) = 1 AND min(version_num) IN ({known}) FROM {LEGACY_TABLE}) THEN
             CREATE TABLE {VERSION_TABLE} (
@@ -50,4 +59,3 @@ BEGIN
     END IF;
 END
 $proxy_leases$"""
-
