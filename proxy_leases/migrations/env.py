@@ -40,9 +40,9 @@ def database_url() -> str:
     except (exc.ArgumentError, ValueError):
         raise SystemExit("proxy-leases: the database URL is not a URL: expected "
                          "postgresql://user[:password]@host[:port]/dbname") from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres") or not parsed.database:
-        raise SystemExit(f"proxy-leases: {parsed.render_as_string(hide_password=True)} names no PostgreSQL "
-                         "database: expected postgresql://user[:password]@host[:port]/dbname")
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise SystemExit(f"proxy-leases: {parsed.render_as_string(hide_password=True)} is not a PostgreSQL "
+                         "URL: expected postgresql://user[:password]@host[:port]/dbname")
     # Whatever driver the fleet's URL names (psycopg2, asyncpg), proxy-leases runs on psycopg 3.
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
@@ -121,7 +121,7 @@ def connect_directly(url: str) -> psycopg.Connection:
         where = f"{parsed.host or 'the local socket'}:{parsed.port or 5432}"
         words = " ".join(str(error).split())
         raise SystemExit(f"proxy-leases: cannot connect to PostgreSQL at {where} "
-                         f"(database {parsed.database}, user {parsed.username}): {words}") from None
+                         f"(database {parsed.database or '(libpq default)'}, user {parsed.username}): {words}") from None
 
 
 def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:
