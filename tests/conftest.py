@@ -3,11 +3,19 @@
 The template database is migrated once with Alembic, exactly as a user would, except that it gets
 no pg_cron job (cron=off): each test's database is a clone of it, and tests that are about
 migrations or pg_cron make their own database from scratch with the `fresh_database` fixture.
+
+The server is the newest one under /usr/lib/postgresql, or the one in PG_BINDIR: scripts/test_versions
+runs the suite's core on other major versions that way (scripts/other_postgres installs them). Those
+servers have no pg_cron, and PostgreSQL 16's has no auto_explain: the tests that need what the server
+lacks are marked (`pg_cron`, `auto_explain`) and skipped there, with the reason. Without pg_cron, the
+session's server gets an empty stand-in for what tests read of it (STAND_IN_CRON).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import subprocess
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -16,7 +24,127 @@ from psycopg import sql
 from pytest_postgresql import factories
 
 from tests.helpers import Database, alembic
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres, find_bindir, has_extension, has_library, server_version
+
+# What needs pg_cron on the session's server: tests that read cron.job, upgrade with cron=auto or
+# require and expect a job, or start a server with pg_cron preloaded. In test_pg_cron.py every test
+# does, except those named here; elsewhere, only those named.
+PG_CRON_NOT_NEEDED_IN_TEST_PG_CRON = {
+    "test_without_pg_cron_the_upgrade_warns_and_succeeds",
+    "test_without_pg_cron_cron_require_fails_the_upgrade",
+    "test_names_in_a_job_command_are_quoted_whatever_the_string_syntax",
+}
+PG_CRON_NEEDED = {
+    "test_migrations.py": {"test_a_url_that_names_no_database_upgrades_the_one_libpq_picks"},
+    "test_upgrade_safety.py": {"test_a_pg_cron_step_whose_new_job_is_refused_keeps_the_old_job_and_the_revision"},
+}
+# These run every step, and compare pg_cron's jobs before and after it: only the steps that schedule
+# or unschedule a job (test_upgrade_safety.CRON_REVISIONS, run with cron=auto) need pg_cron; for the
+# others an empty cron.job will do (STAND_IN_CRON below).
+PG_CRON_NEEDED_FOR_CRON_REVISIONS = {
+    "test_upgrade_safety.py": {"test_a_step_behind_a_held_lock_fails_fast_with_instructions_and_changes_nothing",
+                               "test_a_step_that_fails_midway_leaves_the_previous_revision_intact"},
+}
+# Where pg_cron is not installed, what the tests read of it exists all the same, empty, in pg_cron's
+# database: a step can change no job where there is no pg_cron. It is no extension, and is not in
+# shared_preload_libraries, which is what proxy-leases looks at: with cron=auto it still finds none.
+STAND_IN_CRON = """
+CREATE SCHEMA cron;
+COMMENT ON SCHEMA cron IS 'the tests'' empty stand-in: pg_cron is not installed on this server';
+CREATE TABLE cron.job (jobid bigint PRIMARY KEY, schedule text, command text, nodename text, nodeport int,
+                       database text, username text, active boolean, jobname text);
+CREATE FUNCTION cron.unschedule(job_id bigint) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+"""
+
+
+def needs_pg_cron(item: pytest.Item) -> bool:
+    module = item.path.name
+    name = getattr(item, "originalname", item.name)
+    if module == "test_pg_cron.py":
+        return name not in PG_CRON_NOT_NEEDED_IN_TEST_PG_CRON
+    if name in PG_CRON_NEEDED_FOR_CRON_REVISIONS.get(module, ()):
+        callspec = getattr(item, "callspec", None)
+        rev = callspec.params.get("rev") if callspec else None
+        return rev is None or rev in getattr(item.module, "CRON_REVISIONS", ())
+    return name in PG_CRON_NEEDED.get(module, ())
+
+
+def _source(function: object) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+_plan_readers: dict[object, set[str]] = {}
+
+
+def plan_readers(module: object) -> set[str]:
+    """Names of the module's functions that call tests.helpers.executed_plans, directly or through
+    another such function of the module (e.g. test_sweeper's sweep_plans)."""
+    if module not in _plan_readers:
+        functions = {name: _source(value) for name, value in vars(module).items()
+                     if inspect.isfunction(value) and value.__module__ == module.__name__}
+        readers = {"executed_plans"}
+        while True:
+            more = {name for name, source in functions.items()
+                    if name not in readers and any(f"{reader}(" in source for reader in readers)}
+            if not more:
+                break
+            readers |= more
+        _plan_readers[module] = readers
+    return _plan_readers[module]
+
+
+def needs_auto_explain(item: pytest.Item) -> bool:
+    """A test that calls tests.helpers.executed_plans (itself, or through a function of its module)
+    reads plans that auto_explain logs."""
+    function, module = getattr(item, "function", None), getattr(item, "module", None)
+    if function is None or module is None:
+        return False
+    source = _source(function)
+    return any(f"{reader}(" in source for reader in plan_readers(module))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pg_cron: needs pg_cron on the server (skipped where it is not installed)")
+    config.addinivalue_line("markers", "auto_explain: needs the auto_explain module (skipped where it is missing)")
+
+
+def server_facts() -> tuple[str, str, bool, bool] | None:
+    """(bindir, version, has pg_cron, has auto_explain) of the server the session will start, or None
+    when there is none (the pg_server fixture then says so)."""
+    try:
+        bindir = find_bindir()
+        version = "%d.%d" % server_version(bindir)
+    except (RuntimeError, OSError, subprocess.CalledProcessError):
+        return None
+    return bindir, version, has_extension(bindir, "pg_cron"), has_library(bindir, "auto_explain")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    facts = server_facts()
+    if facts is None:
+        return "postgresql: no server found"
+    bindir, version, has_pg_cron, has_auto_explain = facts
+    return (f"postgresql: {version} in {bindir}; pg_cron {'installed' if has_pg_cron else 'absent'}; "
+            f"auto_explain {'installed' if has_auto_explain else 'absent'}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    facts = server_facts()
+    bindir, version, has_pg_cron, has_auto_explain = facts or ("", "", True, True)
+    for item in items:
+        if needs_pg_cron(item):
+            item.add_marker(pytest.mark.pg_cron)
+            if not has_pg_cron:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs pg_cron, which PostgreSQL {version} in {bindir} does not have"))
+        if needs_auto_explain(item):
+            item.add_marker(pytest.mark.auto_explain)
+            if not has_auto_explain:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"reads plans through auto_explain, which PostgreSQL {version} in {bindir} does not ship"))
 
 
 class Server(ThrowawayPostgres):
@@ -33,7 +161,7 @@ def pg_server() -> Iterator[Server]:
     server = Server()
     server.start()
     with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION pg_cron")
+        conn.execute("CREATE EXTENSION pg_cron" if server.preload_pg_cron else STAND_IN_CRON)
     yield server
     server.stop()
 

@@ -1,4 +1,10 @@
-"""A throwaway PostgreSQL cluster with pg_cron preloaded, for the tests, the demo and the benchmarks.
+"""A throwaway PostgreSQL cluster, pg_cron preloaded where it is installed, for the tests, the demo and
+the benchmarks.
+
+Any server's bin directory will do: PG_BINDIR names one (scripts/other_postgres installs other major
+versions and prints theirs), else the newest under /usr/lib/postgresql. pg_cron is preloaded only when
+that server has it (Debian's postgresql-<version>-cron): `preload_pg_cron` then says whether it is
+loaded, `version` which server this is.
 
 PostgreSQL refuses to run as root, and CI runs as root: when this process is root the server
 runs as the unprivileged ``postgres`` OS user (override with PROXY_LEASES_PG_OS_USER), everything
@@ -8,9 +14,11 @@ also how pg_cron's scheduler reaches the databases it runs jobs in.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -27,7 +35,10 @@ SUPERUSER = "postgres"
 def find_bindir() -> str:
     """The newest installed server's bin directory, or PG_BINDIR when it is set."""
     if os.environ.get("PG_BINDIR"):
-        return os.environ["PG_BINDIR"]
+        bindir = os.environ["PG_BINDIR"]
+        if not os.access(os.path.join(bindir, "postgres"), os.X_OK):
+            raise RuntimeError(f"PG_BINDIR={bindir} holds no postgres server (scripts/other_postgres prints one)")
+        return bindir
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
         key=lambda path: int(path.split("/")[-3]),
@@ -38,6 +49,56 @@ def find_bindir() -> str:
     if on_path:
         return os.path.dirname(os.path.realpath(on_path))
     raise RuntimeError("no PostgreSQL server found: install postgresql and postgresql-<version>-cron")
+
+
+@functools.lru_cache(maxsize=None)
+def _pg_config(bindir: str, flag: str) -> str | None:
+    pg_config = os.path.join(bindir, "pg_config")
+    if not os.access(pg_config, os.X_OK):
+        return None
+    try:
+        return subprocess.run([pg_config, flag], check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def library_dirs(bindir: str) -> list[str]:
+    """Where that server loads its modules from: pg_config --pkglibdir, else where installs put it."""
+    found = _pg_config(bindir, "--pkglibdir")
+    prefix = os.path.dirname(os.path.normpath(bindir))
+    dirs = [found] if found else [os.path.join(prefix, "lib", "postgresql"), os.path.join(prefix, "lib")]
+    return [path for path in dirs if os.path.isdir(path)]
+
+
+def extension_dirs(bindir: str) -> list[str]:
+    found = _pg_config(bindir, "--sharedir")
+    prefix = os.path.dirname(os.path.normpath(bindir))
+    dirs = [found] if found else [os.path.join(prefix, "share", "postgresql"), os.path.join(prefix, "share")]
+    return [os.path.join(path, "extension") for path in dirs if os.path.isdir(os.path.join(path, "extension"))]
+
+
+def has_library(bindir: str, name: str) -> bool:
+    """Whether that server can LOAD (or preload) `name`, e.g. pg_cron or auto_explain."""
+    return any(os.path.isfile(os.path.join(path, f"{name}.so")) for path in library_dirs(bindir))
+
+
+def has_extension(bindir: str, name: str) -> bool:
+    """Whether that server can CREATE EXTENSION `name`: its module is there, and its control file where
+    that server keeps them (when that can be told: without pg_config, the module alone decides)."""
+    where = extension_dirs(bindir)
+    return has_library(bindir, name) and (
+        not where or any(os.path.isfile(os.path.join(path, f"{name}.control")) for path in where))
+
+
+@functools.lru_cache(maxsize=None)
+def server_version(bindir: str) -> tuple[int, int]:
+    """(major, minor) of that server, from `postgres --version`, e.g. (16, 2); a beta's minor is 0."""
+    out = subprocess.run([os.path.join(bindir, "postgres"), "--version"], check=True,
+                         capture_output=True, text=True).stdout
+    match = re.search(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?", out)
+    if not match:
+        raise RuntimeError(f"{bindir}/postgres --version said {out!r}")
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 def free_port() -> int:
@@ -53,18 +114,46 @@ class ThrowawayPostgres:
     host: str = "127.0.0.1"
     port: int = 0
     user: str = SUPERUSER
-    preload_pg_cron: bool = True
+    # None: preload pg_cron when this server has it. True: it must (an error names what is missing).
+    preload_pg_cron: bool | None = None
     # Extra server settings, e.g. ("fsync=on", "shared_buffers=2GB"); later ones win.
     settings: tuple[str, ...] = ()
+    # The server's bin directory; empty: find_bindir().
+    bindir: str = ""
 
     def __post_init__(self) -> None:
-        self.bindir = find_bindir()
+        self.bindir = self.bindir or find_bindir()
+        self.pg_cron_installed = has_extension(self.bindir, "pg_cron")
+        if self.preload_pg_cron is None:
+            self.preload_pg_cron = self.pg_cron_installed
+        elif self.preload_pg_cron and not self.pg_cron_installed:
+            raise RuntimeError(f"pg_cron is not installed for the server in {self.bindir} "
+                               f"(PostgreSQL {self.version_text}): install postgresql-<version>-cron, "
+                               "or use a server that has it")
+        self._chosen_port = bool(self.port)
         self.port = self.port or free_port()
         self.os_user = None
         if os.geteuid() == 0:
             self.os_user = os.environ.get("PROXY_LEASES_PG_OS_USER", "postgres")
             pwd.getpwnam(self.os_user)  # KeyError names a missing user plainly enough
         self.datadir = ""
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(major, minor) of this server, e.g. (16, 2)."""
+        return server_version(self.bindir)
+
+    @property
+    def major_version(self) -> int:
+        return self.version[0]
+
+    @property
+    def version_text(self) -> str:
+        return "%d.%d" % self.version
+
+    def has_library(self, name: str) -> bool:
+        """Whether this server has the module `name` (e.g. auto_explain) to LOAD."""
+        return has_library(self.bindir, name)
 
     def _run(self, *argv: str) -> None:
         command = [os.path.join(self.bindir, argv[0]), *argv[1:]]
@@ -78,10 +167,30 @@ class ThrowawayPostgres:
         if self.os_user:
             entry = pwd.getpwnam(self.os_user)
             os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", self.datadir, "-U", self.user, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C.UTF-8")
+        try:
+            self._run("initdb", "-D", self.datadir, "-U", self.user, "--auth=trust",
+                      "--encoding=UTF8", "--locale=C.UTF-8")
+            # A port found free may be taken before the server binds it (several suites at once, as
+            # scripts/test_versions runs them): then try another, unless the caller chose the port.
+            attempts = 1 if self._chosen_port else 5
+            for attempt in range(1, attempts + 1):
+                if self._start_on(self.port):
+                    break
+                if attempt == attempts:
+                    print(self.server_log())
+                    raise RuntimeError(f"the server in {self.datadir} could not listen on port {self.port}")
+                self.port = free_port()
+            self._wait_until_accepting()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_on(self, port: int) -> bool:
+        """Start the server on `port`; False if it could not bind it on every localhost address."""
+        log = os.path.join(self.workdir, "server.log")
         options = [
-            f"-c port={self.port}",
+            f"-c port={port}",
             "-c listen_addresses=localhost",
             f"-c unix_socket_directories={self.workdir}",
             "-c fsync=off",
@@ -91,13 +200,22 @@ class ThrowawayPostgres:
             options += ["-c shared_preload_libraries=pg_cron", f"-c cron.database_name={CRON_DATABASE}"]
         options += [f"-c {setting}" for setting in self.settings]
         try:
-            self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.datadir,
-                      "-l", os.path.join(self.workdir, "server.log"), "-o", " ".join(options))
+            self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.datadir, "-l", log, "-o", " ".join(options))
         except subprocess.CalledProcessError:
-            print(self.server_log())
-            raise
-        self._wait_until_accepting()
-        return self
+            if "Address already in use" not in self.server_log() or self._chosen_port:
+                print(self.server_log())
+                raise
+            return False
+        # Listening on one of localhost's addresses only (another server has the port on the other)
+        # would let clients of 127.0.0.1 reach someone else's server.
+        if "Address already in use" in self.server_log():
+            self._run("pg_ctl", "stop", "-m", "immediate", "-D", self.datadir)
+            if self._chosen_port:
+                print(self.server_log())
+                raise RuntimeError(f"port {port} is taken on one of localhost's addresses")
+            os.truncate(log, 0)
+            return False
+        return True
 
     def _wait_until_accepting(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -120,7 +238,8 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         if self.datadir and os.path.isdir(self.datadir):
             try:
-                self._run("pg_ctl", "stop", "-m", "immediate", "-D", self.datadir)
+                if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+                    self._run("pg_ctl", "stop", "-m", "immediate", "-D", self.datadir)
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
