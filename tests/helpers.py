@@ -20,7 +20,9 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 # The newest revision: what `alembic upgrade head` ends at.
-HEAD = "0016_decide_after_lock"
+HEAD = "0017_finite_intervals"
+# How many revisions `upgrade head` runs on an empty database.
+REVISION_COUNT = int(HEAD[:4])
 
 
 def alembic(url: str, verb: str, *args: str, cron: str = "off", **x: str) -> None:

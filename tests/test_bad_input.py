@@ -42,10 +42,17 @@ class Row:
     postgres_error: bool = False
     value: str | None = None
     statements: tuple[str, ...] = field(default=())
+    # "<result> before N; <result> from N": what PostgreSQL N and later give instead (the major, the row).
+    from_version: tuple[int, "Row"] | None = None
+
+    def on(self, major: int) -> "Row":
+        """The row as documented for a server of this major version."""
+        return self.from_version[1] if self.from_version and major >= self.from_version[0] else self
 
 
 ERROR = re.compile(r'^`(?P<state>[0-9A-Z]{5})`\s*(?:"(?P<message>[^"]*)")?\s*(?P<pg>\*PostgreSQL\*)?$')
 VALUE = re.compile(r"^`(?P<value>[^`]+)`$")
+VERSIONED = re.compile(r"^(?P<before>.+?) before (?P<major>[0-9]+); (?P<later>.+) from (?P=major)$")
 STATEMENT = re.compile(r"^\s*(SELECT|CALL|UPDATE|INSERT|DELETE|TRUNCATE|BEGIN)\b", re.IGNORECASE)
 
 
@@ -89,16 +96,25 @@ def parse_table(path: Path) -> list[Row]:
             break
         call_cell, result_cell = split_cells(line)
         call = code(call_cell)
-        if match := ERROR.match(result_cell):
-            row = Row(call, result_cell, number, sqlstate=match["state"], message=match["message"],
-                      postgres_error=bool(match["pg"]))
-        elif match := VALUE.match(result_cell):
-            row = Row(call, result_cell, number, value=match["value"])
+        if versioned := VERSIONED.match(result_cell):
+            later = parse_result(path, number, call, versioned["later"])
+            rows.append(dataclasses.replace(parse_result(path, number, call, versioned["before"]),
+                                            result=result_cell, from_version=(int(versioned["major"]), later)))
         else:
-            raise AssertionError(f"{path}:{number}: result {result_cell!r} is neither "
-                                 f"`SQLSTATE` \"message\" nor `value`")
-        rows.append(dataclasses.replace(row, statements=split_statements(call)))
+            rows.append(parse_result(path, number, call, result_cell))
     return rows
+
+
+def parse_result(path: Path, number: int, call: str, result_cell: str) -> Row:
+    if match := ERROR.match(result_cell):
+        row = Row(call, result_cell, number, sqlstate=match["state"], message=match["message"],
+                  postgres_error=bool(match["pg"]))
+    elif match := VALUE.match(result_cell):
+        row = Row(call, result_cell, number, value=match["value"])
+    else:
+        raise AssertionError(f"{path}:{number}: result {result_cell!r} is neither "
+                             f"`SQLSTATE` \"message\" nor `value`")
+    return dataclasses.replace(row, statements=split_statements(call))
 
 
 ROWS = parse_table(BAD_INPUT_TABLE)
@@ -279,6 +295,7 @@ def check(row: Row, outcome: Outcome) -> None:
 @pytest.mark.parametrize("row", [pytest.param(row, id=row.call) for row in ROWS])
 def test_bad_input(scene_db, row):
     database, scene = scene_db
+    row = row.on(database.one("SELECT current_setting('server_version_num')::int / 10000"))
     check(row, observe(database, row, scene))
 
 

@@ -15,7 +15,7 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import HEAD, ROOT, load_legacy_incident, proxy_leases_cli
+from tests.helpers import HEAD, REVISION_COUNT, ROOT, load_legacy_incident, proxy_leases_cli
 from tests.test_migrations import catalog
 
 TAKE = "SELECT pg_advisory_lock(hashtext('proxy_leases.upgrade'), 0)"
@@ -72,7 +72,7 @@ def test_three_deploys_at_once_all_succeed_and_one_does_the_work(fresh_database,
     assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
     did_the_work = [err for _, err in results if RUNNING_UPGRADE.search(err)]
     assert len(did_the_work) == 1
-    assert len(RUNNING_UPGRADE.findall(did_the_work[0])) == 16  # every revision, once
+    assert len(RUNNING_UPGRADE.findall(did_the_work[0])) == REVISION_COUNT  # every revision, once
     waited = [float(m.group(1)) for _, err in results if (m := WAITED.search(err))]
     assert len(waited) >= 1, [err for _, err in results]  # they overlapped: someone waited
     print(f"\n{starting_from}: the later deploys waited {waited} s")

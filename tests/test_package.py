@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from proxy_leases import __version__
-from tests.helpers import HEAD, ROOT
+from tests.helpers import HEAD, REVISION_COUNT, ROOT
 
 
 def run(argv: list, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -65,7 +65,7 @@ def test_the_installed_command_installs_reports_and_removes_proxy_leases(install
     database = fresh_database()
     upgraded = command(installed, "upgrade", "--cron", "off", url=database.url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stderr.count("Running upgrade") == 16
+    assert upgraded.stderr.count("Running upgrade") == REVISION_COUNT
     current = command(installed, "current", url=database.url)
     assert current.returncode == 0 and current.stdout.strip() == f"{HEAD} (head)", current.stderr
     assert database.one("SELECT count(*) FROM acquire_proxy('c1_1')") == 0  # installed and callable: no proxies yet

@@ -1,7 +1,7 @@
 """Where proxy-leases records its revision: a table of its own, never the fleet's alembic_version.
 
 A fleet that keeps its own schema with Alembic has `alembic_version` at revisions proxy-leases does
-not know, and each tool would refuse the other's. Installs made before 0.16 recorded themselves in
+not know, and each tool would refuse the other's. Installs made before 0.17 recorded themselves in
 `alembic_version`; the first mutating run (upgrade, downgrade, stamp) moves such a record over, but
 only when that table holds exactly one row and it is a proxy-leases revision. Anything else in it
 is the fleet's and is never touched. Read-only runs (current, history) read the old record in place.
