@@ -172,6 +172,14 @@ def scans(plans: list[dict]) -> set[tuple[str, str | None, str | None]]:
             for plan in plans for node in plan_nodes(plan) if "Relation Name" in node or "Index Name" in node}
 
 
+def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
+    """Poll `predicate` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def wait_for_lock_wait(database: Database, like: str, timeout: float = 10.0) -> None:
     """Until a statement whose text is LIKE `like` waits for a lock (pg_stat_activity)."""
     deadline = time.monotonic() + timeout

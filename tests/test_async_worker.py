@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 from tools.throwaway_pgbouncer import ThrowawayPgBouncer, find_pgbouncer
 
 WORKER_FILE = ROOT / "examples" / "async_worker.py"
@@ -49,13 +49,6 @@ def pgbouncer(pg_server):
 
 def dsn(db):
     return db.url.replace("://postgres@", "://scraper@")
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Worker:

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 WORKER_FILE = ROOT / "examples" / "worker.py"
 _spec = importlib.util.spec_from_file_location("example_worker", WORKER_FILE)
@@ -35,13 +35,6 @@ def scraper_role(db):
 
 def dsn(db):
     return db.url.replace("://postgres@", "://scraper@")
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def start_worker(db, worker_id, scrape, stop, **options):

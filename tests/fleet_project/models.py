@@ -17,21 +17,19 @@ class Proxy(Base):
     updated_at = Column(DateTime(timezone=True), server_default=func.now())
 
 
-class CatalogTask(Base):
+class TaskColumns:
+    """catalog_tasks and object_tasks have the same shape."""
+    id = Column(Integer, primary_key=True)
+    url = Column(Text, nullable=False)
+    status = Column(String(20), nullable=False, server_default=text("'pending'"))
+    worker_id = Column(String(64))
+    heartbeat_at = Column(DateTime(timezone=True))
+    created_at = Column(DateTime(timezone=True), server_default=func.now())
+
+
+class CatalogTask(TaskColumns, Base):
     __tablename__ = "catalog_tasks"
-    id = Column(Integer, primary_key=True)
-    url = Column(Text, nullable=False)
-    status = Column(String(20), nullable=False, server_default=text("'pending'"))
-    worker_id = Column(String(64))
-    heartbeat_at = Column(DateTime(timezone=True))
-    created_at = Column(DateTime(timezone=True), server_default=func.now())
 
 
-class ObjectTask(Base):
+class ObjectTask(TaskColumns, Base):
     __tablename__ = "object_tasks"
-    id = Column(Integer, primary_key=True)
-    url = Column(Text, nullable=False)
-    status = Column(String(20), nullable=False, server_default=text("'pending'"))
-    worker_id = Column(String(64))
-    heartbeat_at = Column(DateTime(timezone=True))
-    created_at = Column(DateTime(timezone=True), server_default=func.now())
