@@ -225,6 +225,9 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     """
     mode = cron_mode()
     if mode == "off":
+        if in_cron_database:  # pg_cron's own housekeeping: nothing a scheduler of the fleet's should run
+            log.info("cron=off: pg_cron left alone, and its run history with it")
+            return
         app_db = _offline_database() if op.get_context().as_sql else _current_database(op.get_bind())
         log.info("cron=off: pg_cron left alone; run %r from your own scheduler", _command_text(command, app_db))
         return
