@@ -282,3 +282,21 @@ def test_types_and_tables_in_the_callers_temporary_schema_are_never_used_by_code
             operator.execute(call)
     assert pool.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0
     assert pool.one("SELECT count(*) FROM proxy_lease_events") == 7
+
+
+def test_the_notice_naming_a_role_that_keeps_its_rights_reaches_the_operator_once(fresh_database):
+    """README, "Roles and rights": 0014 names each role that keeps its rights in a NOTICE. Online, the
+    command passes the server's notices on (psql shows them for the --sql script)."""
+    from tests.helpers import proxy_leases_cli
+
+    database = fresh_database()
+    env = {"DATABASE_URL": database.url}
+    assert proxy_leases_cli("upgrade", "0013_event_recording", "--cron", "off", env=env).returncode == 0
+    database.run("CREATE ROLE old_app; GRANT UPDATE ON proxies TO old_app")
+    upgraded = proxy_leases_cli("upgrade", "--cron", "off", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    notices = [line for line in upgraded.stderr.splitlines() if line.startswith("NOTICE: ")]
+    assert len(notices) == 1
+    assert notices[0].startswith("NOTICE: proxy-leases: old_app could call public.acquire_proxy(text, interval), ")
+    assert notices[0].endswith("FROM old_app;)") and "(HINT: Once it is a member of proxy_leases_worker" in notices[0]
+    database.run("DROP OWNED BY old_app; DROP ROLE old_app")

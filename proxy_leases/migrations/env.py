@@ -156,6 +156,19 @@ def version_table_to_read(conn: psycopg.Connection) -> str:
     return LEGACY_TABLE
 
 
+_notices_passed_on: set[tuple[str, str]] = set()
+
+
+def pass_on_notice(notice: psycopg.errors.Diagnostic) -> None:
+    """A revision's NOTICE or WARNING reaches the operator, each once per run (psql would show it too)."""
+    key = (notice.severity_nonlocalized or notice.severity or "NOTICE", notice.message_primary or "")
+    if key in _notices_passed_on:
+        return
+    _notices_passed_on.add(key)
+    text = f"{key[0]}: {key[1]}" + (f" (HINT: {notice.message_hint})" if notice.message_hint else "")
+    (log.warning if key[0] == "WARNING" else log.info)("%s", text)
+
+
 def move_an_old_record(conn: psycopg.Connection) -> None:
     conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout(),))
     conn.add_notice_handler(lambda notice: log.info("%s", notice.message_primary))
@@ -206,6 +219,7 @@ def migrate(url: str, table: str) -> None:
     # configure(), or SQLAlchemy 2 opens a transaction and Alembic silently drops transaction_per_migration.
     engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args())
     with engine.connect() as connection:
+        connection.connection.driver_connection.add_notice_handler(pass_on_notice)
         context.configure(connection=connection, transaction_per_migration=True, version_table=table)
         try:
             with context.begin_transaction():
