@@ -16,6 +16,8 @@ connect directly (docs/pgbouncer.md).
 
 from __future__ import annotations
 
+from proxy_leases.migrations.pg_cron import _literal  # one SQL-literal quoting for every generated statement
+
 import contextlib
 import logging
 import os
@@ -41,9 +43,6 @@ SELECT a.pid, coalesce(nullif(a.application_name, ''), '-'), coalesce(a.usename:
 DEFAULT_WAIT = "10min"
 POLL_SECONDS = 0.2
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def take_sql(wait: str) -> str:

@@ -9,12 +9,11 @@ is the fleet's and is never touched. Read-only runs (current, history) read the 
 
 from __future__ import annotations
 
+from proxy_leases.migrations.pg_cron import _literal  # one SQL-literal quoting for every generated statement
+
 VERSION_TABLE = "proxy_leases_alembic_version"
 LEGACY_TABLE = "alembic_version"
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 OLD_LAYOUT_QUERY = (f"SELECT to_regclass({_literal(VERSION_TABLE)}) IS NULL"
