@@ -317,29 +317,46 @@ def unschedule_job(op, name=job_name) -> None:
     log.info("removed %d pg_cron job(s) %r from database %s", removed, name(app_db), cron_db)
 
 
+def schedule_statements(app_db: str, command=SWEEP_COMMAND, *, name=job_name, schedule: str | None = None,
+                        in_cron_database: bool = False) -> list[str]:
+    """The statements that (re)create job `name(app_db)`, to be run in pg_cron's database by the role
+    that owns the fleet's tables. Without `schedule`, the -x cron_schedule option or every minute,
+    which works on every pg_cron."""
+    job = _literal(name(app_db))
+    sql = _literal(_command_text(command, app_db))
+    when = _literal(schedule or option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *")
+    schedule_call = (f"SELECT cron.schedule({job}, {when}, {sql});" if in_cron_database
+                     else f"SELECT cron.schedule_in_database({job}, {when}, {sql}, {_literal(app_db)});")
+    return [f"SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};", schedule_call]
+
+
+def final_job_statements(app_db: str, schedule: str | None = None) -> list[str]:
+    """What the head revision schedules: the maintenance job and the history pruning, replacing any
+    earlier version of either."""
+    return [
+        *schedule_statements(app_db, MAINTENANCE_COMMAND, schedule=schedule),
+        *schedule_statements(app_db, lambda db: history_command(db, history_retention()),
+                             name=history_job_name, schedule=HISTORY_SCHEDULE, in_cron_database=True),
+    ]
+
+
 def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, name=job_name,
                                 schedule: str | None = None, in_cron_database: bool = False) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
     app_db = _offline_database()
-    job = _literal(name(app_db))
     if scheduling:
-        sql = _literal(_command_text(command, app_db))
-        # Offline, the pg_cron version is unknown: every minute works on all of them.
-        when = _literal(schedule or option("cron_schedule", "PROXY_LEASES_CRON_SCHEDULE") or "* * * * *")
-        schedule_call = (f"SELECT cron.schedule({job}, {when}, {sql});" if in_cron_database
-                         else f"SELECT cron.schedule_in_database({job}, {when}, {sql}, {_literal(app_db)});")
         lines = [
             "pg_cron: this step needs the database named by cron.database_name (usually postgres).",
             "Run there, as the user that owns the fleet's tables:",
             f"  SET lock_timeout = {_literal(_lock_timeout())};",
-            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
-            f"  {schedule_call}",
+            *("  " + statement for statement in schedule_statements(
+                app_db, command, name=name, schedule=schedule, in_cron_database=in_cron_database)),
         ]
     else:
         lines = [
             "pg_cron: in the database named by cron.database_name, run:",
             f"  SET lock_timeout = {_literal(_lock_timeout())};",
-            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {job};",
+            f"  SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = {_literal(name(app_db))};",
         ]
     # A colon followed by a word would be read as a bind parameter.
     op.execute(sa.text("\n".join("-- " + line for line in lines).replace(":", "\\:")))
