@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql(op, "0004_lease_backfill.sql")
+    run_sql(op, "0004_lease_backfill_report.sql", "0004_lease_backfill.sql")
 
 
 def downgrade() -> None:

@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql(op, "0007_lease_api_backfill.sql")
+    run_sql(op, "0007_lease_api_backfill_report.sql", "0007_lease_api_backfill.sql")
     run_sql_outside_transaction(op, "0007_lease_api_validate.sql")
 
 
