@@ -37,6 +37,10 @@ PG_CRON_NOT_NEEDED_IN_TEST_PG_CRON = {
 PG_CRON_NEEDED = {
     "test_migrations.py": {"test_a_url_that_names_no_database_upgrades_the_one_libpq_picks"},
     "test_upgrade_safety.py": {"test_a_pg_cron_step_whose_new_job_is_refused_keeps_the_old_job_and_the_revision"},
+    "test_run_summary.py": {"test_a_superusers_upgrade_summarises_what_it_did_once_and_last",
+                            "test_an_owner_without_pg_cron_grants_gets_exit_3_the_reason_and_the_statements_that_fix_it",
+                            "test_cron_auto_given_explicitly_accepts_no_sweeper_and_cron_off_leaves_it_to_the_operator",
+                            "test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept"},
 }
 # These run every step, and compare pg_cron's jobs before and after it: only the steps that schedule
 # or unschedule a job (test_upgrade_safety.CRON_REVISIONS, run with cron=auto) need pg_cron; for the

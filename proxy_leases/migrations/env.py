@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
 from proxy_leases import __version__
-from proxy_leases.migrations import deploy_lock
+from proxy_leases.migrations import deploy_lock, pg_cron, run_summary
 from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
                                                     move_legacy_record_sql)
 
@@ -156,22 +156,50 @@ def version_table_to_read(conn: psycopg.Connection) -> str:
     return LEGACY_TABLE
 
 
+# This run's summary (run_summary.py), for runs that change the database; None for current and history.
+summary: run_summary.RunSummary | None = None
 _notices_passed_on: set[tuple[str, str]] = set()
 
 
 def pass_on_notice(notice: psycopg.errors.Diagnostic) -> None:
-    """A revision's NOTICE or WARNING reaches the operator, each once per run (psql would show it too)."""
+    """A revision's NOTICE or WARNING reaches the operator, each once per run (psql would show it too),
+    and the summary keeps it."""
     key = (notice.severity_nonlocalized or notice.severity or "NOTICE", notice.message_primary or "")
     if key in _notices_passed_on:
+        return
+    if key[0] == "NOTICE" and key[1].endswith(", skipping"):
+        # DROP ... IF EXISTS / CREATE ... IF NOT EXISTS on an object already as wanted: not news.
+        log.debug("%s: %s", *key)
         return
     _notices_passed_on.add(key)
     text = f"{key[0]}: {key[1]}" + (f" (HINT: {notice.message_hint})" if notice.message_hint else "")
     (log.warning if key[0] == "WARNING" else log.info)("%s", text)
+    if summary is not None:
+        summary.notice(key[0], key[1])
+
+
+def start_summary(conn: psycopg.Connection) -> run_summary.RunSummary:
+    database, role, superuser = conn.execute(
+        "SELECT current_database(), current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    return run_summary.RunSummary(
+        database=database, role=role, superuser=superuser, before=run_summary.snapshot(conn, VERSION_TABLE),
+        cron_mode=pg_cron.cron_mode(), cron_mode_given=pg_cron.option("cron", "PROXY_LEASES_CRON") is not None)
+
+
+def finish_summary(conn: psycopg.Connection, url: str) -> None:
+    """Printed last, once; exits with NO_SWEEPER_EXIT where nothing will run the maintenance."""
+    summary.after = run_summary.snapshot(conn, VERSION_TABLE)
+    summary.needs_sweeper = needs_sweeper(summary.after.revision)
+    if summary.cron_mode != "off":
+        summary.cron = pg_cron.final_state(url, summary.database)
+    summary.report()
+    if summary.exit_code():
+        raise SystemExit(summary.exit_code())
 
 
 def move_an_old_record(conn: psycopg.Connection) -> None:
     conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout(),))
-    conn.add_notice_handler(lambda notice: log.info("%s", notice.message_primary))
+    conn.add_notice_handler(pass_on_notice)
     try:
         conn.execute(move_legacy_record_sql(known_revisions()))
     except psycopg.errors.LockNotAvailable as error:
@@ -197,21 +225,51 @@ def run_migrations_offline() -> None:
     with context.begin_transaction():
         context.run_migrations()
     context.execute(deploy_lock.RELEASE)
+    context.get_context().impl.static_output("\n".join(offline_summary()))
+
+
+def needs_sweeper(revision: str | None) -> bool:
+    """At `revision`, something must run the maintenance every minute."""
+    return revision is not None and run_summary.SWEEPER_REVISION in {
+        script.revision for script in context.script.iterate_revisions(revision, "base")}
+
+
+def offline_summary() -> list[str]:
+    """The script's last lines: what it does, and that it schedules nothing (psql prints the \\echo)."""
+    start = context.get_starting_revision_argument() or "base"
+    destination = context.script.get_revision(context.get_revision_argument())
+    end = destination.revision if destination else None
+    lines = [f"-- proxy-leases summary: this script takes the database from {start} to {end or 'base'}.",
+             "-- Rows that backfills change are named, before they change, by NOTICEs that begin "
+             f"'{run_summary.BACKFILL_MARK.strip()}'."]
+    if pg_cron.cron_mode() == "off":
+        lines.append("-- pg_cron: left alone (cron=off); run CALL public.run_lease_maintenance() every minute "
+                     "from your own scheduler.")
+    elif needs_sweeper(end):
+        lines += ["-- pg_cron: this script cannot reach pg_cron's database and schedules NOTHING. Run the",
+                  "-- statements of `proxy-leases sql --cron` there, as the role that owns the fleet's tables.",
+                  "\\echo 'proxy-leases: NOT SCHEDULED: nothing runs the maintenance until the statements of "
+                  "`proxy-leases sql --cron` are run in pg_cron''s database.'"]
+    return lines
 
 
 def run_migrations_online() -> None:
     """The deploy lock and the old record are handled on a first connection of their own."""
+    global summary
     url = database_url()
     with contextlib.ExitStack() as run:
         first = run.enter_context(connect_directly(url))
         if changes_the_database():
             run.enter_context(deploy_lock.held(first, deploy_wait()))
             move_an_old_record(first)
+            summary = start_summary(first)
             table = VERSION_TABLE
         else:
             table = version_table_to_read(first)
         refuse_a_database_ahead(first, table)
         migrate(url, table)
+        if summary is not None:
+            finish_summary(first, url)
 
 
 def migrate(url: str, table: str) -> None:

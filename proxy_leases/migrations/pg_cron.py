@@ -88,13 +88,11 @@ def default_schedule(extversion: str) -> str:
 
 
 def unavailable(mode: str, message: str, command: str) -> None:
+    """pg_cron could not be used for this step: an error with cron=require; otherwise the step goes on
+    and the end-of-run summary (run_summary.py) says, once, what is missing and how to fix it."""
     if mode == "require":
         raise PgCronUnavailable(message + " (cron=require was given, so the upgrade stops here)")
-    log.warning(
-        "%s. Nothing will run %r by itself: schedule it from any scheduler "
-        "(see README, 'Without pg_cron'), or pass --cron require (alembic: -x cron=require) to make this an error.",
-        message, command,
-    )
+    log.debug("%s; %r is not scheduled by this step", message, command)
 
 
 # A lock on cron.job that this second connection cannot have within lock_timeout stops the revision
@@ -269,16 +267,9 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
         _raise_if_lock_timeout(error, cron_db)
         unavailable(mode, f"pg_cron in database {cron_db} could not be used: {error.orig}".rstrip(), sql)
         return
-    log.info(
-        "pg_cron job %d %r in database %s runs %r in database %s on schedule %r",
-        jobid, name(app_db), cron_db, sql, run_in, schedule,
-    )
-    if bind.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
-        log.warning(
-            "pg_cron job %r runs as %s, a superuser, because that role ran the upgrade. Run the upgrade as "
-            "the role that owns the fleet's tables instead: the job then has that role's rights and no more "
-            "(see README, 'The pg_cron job').", name(app_db), bind.exec_driver_sql("SELECT current_user").scalar(),
-        )
+    # Reported once, at the end, as the job is then: a job replaced later in the same run is not news.
+    log.debug("pg_cron job %d %r in database %s runs %r in database %s on schedule %r",
+              jobid, name(app_db), cron_db, sql, run_in, schedule)
 
 
 def unschedule_sweeper(op) -> None:
@@ -314,7 +305,7 @@ def unschedule_job(op, name=job_name) -> None:
             name(app_db), cron_db, error.orig, name(app_db),
         )
         return
-    log.info("removed %d pg_cron job(s) %r from database %s", removed, name(app_db), cron_db)
+    log.debug("removed %d pg_cron job(s) %r from database %s", removed, name(app_db), cron_db)
 
 
 def schedule_statements(app_db: str, command=SWEEP_COMMAND, *, name=job_name, schedule: str | None = None,
@@ -338,6 +329,75 @@ def final_job_statements(app_db: str, schedule: str | None = None) -> list[str]:
         *schedule_statements(app_db, lambda db: history_command(db, history_retention()),
                              name=history_job_name, schedule=HISTORY_SCHEDULE, in_cron_database=True),
     ]
+
+
+GRANTS_FOR_A_ROLE = (
+    "GRANT USAGE ON SCHEMA cron TO {role};",
+    "GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) TO {role};",
+)
+
+
+def final_state(url, app_db: str | None = None):
+    """The jobs pg_cron holds for this database now, or why there are none and what fixes that.
+
+    Read at the end of a run over connections of its own, as the role that ran it: pg_cron shows each
+    role only its own jobs, which are the ones the run scheduled.
+    """
+    from proxy_leases.migrations.run_summary import CronState  # run_summary imports nothing of ours
+
+    engine = sa.create_engine(url, poolclass=pool.NullPool,
+                              connect_args=context.config.attributes.get("connect_args", {}))
+    try:
+        with engine.connect() as bind:
+            app_db = app_db or _current_database(bind)
+            role = bind.exec_driver_sql("SELECT current_user").scalar()
+            try:
+                _, cron_db = _databases(bind)
+            except sa.exc.DBAPIError as error:
+                where = "the database named by cron.database_name (usually postgres)"
+                return CronState(
+                    reason=f"could not tell whether pg_cron is preloaded: {_first_line(error)}; role {role} "
+                           "needs pg_read_all_settings to find where pg_cron lives",
+                    fix=[f"as a superuser, in {where}:", f"GRANT pg_read_all_settings TO {role};", *(grant.format(role=role) for grant in GRANTS_FOR_A_ROLE),
+                         f"then there, as {role} (or run `proxy-leases sql --cron` there):",
+                         *final_job_statements(app_db)])
+    finally:
+        engine.dispose()
+    if cron_db is None:
+        return CronState(
+            reason="pg_cron is not in shared_preload_libraries on this server",
+            fix=["add pg_cron to shared_preload_libraries (and cron.database_name) in postgresql.conf and restart, "
+                 "then in that database, as the role that owns the fleet's tables:", *final_job_statements(app_db)])
+    engine = _cron_engine_for(url, cron_db)
+    try:
+        with engine.connect() as cron:
+            jobs = cron.execute(sa.text(
+                "SELECT jobid, jobname, schedule, command, database, username, active FROM cron.job"
+                " WHERE jobname IN (:sweep, :prune) ORDER BY jobname DESC"),
+                {"sweep": job_name(app_db), "prune": history_job_name(app_db)}).mappings().all()
+    except sa.exc.DBAPIError as error:
+        return CronState(
+            reason=f"pg_cron in database {cron_db} could not be read as {role}: {_first_line(error)}",
+            fix=[f"as a superuser, in database {cron_db} (CREATE EXTENSION pg_cron there if it is missing):",
+                 *(grant.format(role=role) for grant in GRANTS_FOR_A_ROLE),
+                 f"then there, as {role}:", *final_job_statements(app_db)])
+    finally:
+        engine.dispose()
+    state = CronState(jobs=[dict(job) for job in jobs])
+    if not any(job["jobname"] == job_name(app_db) for job in state.jobs):
+        state.reason = (f"no job {job_name(app_db)} in cron.job of database {cron_db} that role {role} can see "
+                        "(a run with cron=off, a job removed by hand, or one scheduled by another role)")
+        state.fix = [f"in database {cron_db}, as {role}:", *final_job_statements(app_db)]
+    return state
+
+
+def _cron_engine_for(url, cron_db: str) -> sa.Engine:
+    return sa.create_engine(sa.engine.make_url(url).set(database=cron_db), poolclass=pool.NullPool,
+                            connect_args=context.config.attributes.get("connect_args", {}))
+
+
+def _first_line(error: sa.exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0]
 
 
 def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, name=job_name,
