@@ -207,7 +207,10 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     assert script.stdout.startswith("DO $proxy_leases_deploy$")
     assert "WHILE NOT pg_try_advisory_lock(hashtext('proxy_leases.upgrade'), 0) LOOP" in script.stdout
     assert "$proxy_leases_deploy$;\n\nSET lock_timeout = '5s';" in script.stdout
-    assert script.stdout.rstrip().endswith("SELECT pg_advisory_unlock(hashtext('proxy_leases.upgrade'), 0);")
+    # The lock is released last of all statements; only the summary's comments and \echo follow.
+    statements_end = script.stdout.rindex("SELECT pg_advisory_unlock(hashtext('proxy_leases.upgrade'), 0);")
+    assert all(line.startswith(("--", "\\echo ")) or not line.strip()
+               for line in script.stdout[statements_end:].splitlines()[1:])
     # The step that needs the pg_cron database says exactly what to run there.
     assert (f"cron.schedule_in_database('proxy_leases_sweep.{offline.name}', '*/5 * * * *', "
             f"'SELECT public.release_stuck_proxies()', '{offline.name}')") in script.stdout

@@ -243,10 +243,10 @@ def offline_summary() -> list[str]:
              "-- Rows that backfills change are named, before they change, by NOTICEs that begin "
              f"'{run_summary.BACKFILL_MARK.strip()}'."]
     if pg_cron.cron_mode() == "off":
-        lines.append("-- pg_cron: left alone (cron=off); run CALL public.run_lease_maintenance() every minute "
-                     "from your own scheduler.")
+        lines.append("-- The maintenance: pg_cron left alone (cron=off); run CALL public.run_lease_maintenance() "
+                     "every minute from your own scheduler.")
     elif needs_sweeper(end):
-        lines += ["-- pg_cron: this script cannot reach pg_cron's database and schedules NOTHING. Run the",
+        lines += ["-- The maintenance: this script cannot reach pg_cron's database and schedules NOTHING. Run the",
                   "-- statements of `proxy-leases sql --cron` there, as the role that owns the fleet's tables.",
                   "\\echo 'proxy-leases: NOT SCHEDULED: nothing runs the maintenance until the statements of "
                   "`proxy-leases sql --cron` are run in pg_cron''s database.'"]
