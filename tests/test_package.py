@@ -152,3 +152,25 @@ def test_a_url_for_another_driver_is_run_on_psycopg_and_current_says_what_is_mis
     assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0003_lease"
     script = command(installed, "sql", "--downgrade", f"{HEAD}:base", url=url)
     assert script.returncode == 0 and "DROP FUNCTION public.acquire_proxy(text, interval);" in script.stdout
+
+
+RUNTIME = {"proxy-leases", "alembic", "mako", "markupsafe", "sqlalchemy", "greenlet", "typing-extensions",
+           "psycopg", "psycopg-binary", "tzdata", "pip", "setuptools"}
+
+
+def test_setup_for_the_migrations_only_installs_the_package_and_its_three_dependencies(tmp_path):
+    """scripts/setup --migrations-only: what an operator needs to apply the migrations, and nothing of the
+    tests', benchmarks' or demo's (pytest, matplotlib, asyncpg)."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(ROOT / name, checkout / name)
+    shutil.copytree(ROOT / "scripts", checkout / "scripts")
+    shutil.copytree(ROOT / "proxy_leases", checkout / "proxy_leases", ignore=shutil.ignore_patterns("__pycache__"))
+    done = run([checkout / "scripts" / "setup", "--migrations-only"], cwd=checkout)
+    assert done.returncode == 0, done.stderr
+    listed = run([checkout / ".venv" / "bin" / "python", "-m", "pip", "list", "--format=freeze"], cwd=checkout)
+    packages = {line.split("==")[0].lower().replace("_", "-") for line in listed.stdout.split()}
+    assert {"proxy-leases", "alembic", "sqlalchemy", "psycopg"} <= packages <= RUNTIME, packages
+    shown = run([checkout / ".venv" / "bin" / "proxy-leases", "--version"], cwd=tmp_path)
+    assert shown.stdout.strip() == f"proxy-leases {__version__} (head revision {HEAD})"
