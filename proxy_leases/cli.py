@@ -4,7 +4,10 @@
     proxy-leases downgrade REV      (base removes everything)
     proxy-leases current | history
     proxy-leases stamp REV          record REV without running anything
-    proxy-leases sql [REV | FROM:TO] the upgrade as a psql script, for a change review
+    proxy-leases sql                the fresh-install script: head, each object once (docs/offline-install.md)
+    proxy-leases sql --cron         the pg_cron script that goes with it, for pg_cron's database
+    proxy-leases sql FROM:TO        Alembic's replay of the revisions after FROM, for an installed database
+    proxy-leases sql --replay [REV] the replay from base (to head, or REV)
     proxy-leases sql --downgrade FROM:TO
 
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
@@ -81,9 +84,21 @@ def parser() -> argparse.ArgumentParser:
     verbs.add_parser("history", parents=[shared], help="every revision, newest first")
     stamp = verbs.add_parser("stamp", parents=[shared], help="record REV as the database's revision, running nothing")
     stamp.add_argument("revision")
-    sql = verbs.add_parser("sql", parents=[shared],
-                           help="print the upgrade (or --downgrade) as a psql script instead of running it")
-    sql.add_argument("revision", nargs="?", default="head", help="REV or FROM:TO (default: head)")
+    # `sql --cron` alone asks for the pg_cron script; `sql --cron off` is the option every command has.
+    sql_shared = argparse.ArgumentParser(add_help=False)
+    for action in shared._actions:
+        if "--cron" not in action.option_strings:
+            sql_shared._add_action(action)
+    sql = verbs.add_parser("sql", parents=[sql_shared],
+                           help="print the install, an upgrade, a downgrade or the pg_cron jobs as a psql script")
+    sql.add_argument("revision", nargs="?", default=None,
+                     help="FROM:TO (or REV, from base): Alembic's replay of those revisions. Default, head or "
+                          "base:head: the fresh-install script, for a database proxy-leases was never installed in")
+    sql.add_argument("--cron", nargs="?", const=CRON_SCRIPT, default=argparse.SUPPRESS, metavar="MODE",
+                     help="alone: the pg_cron script (the head's jobs, to run in pg_cron's database); "
+                          "auto, require or off: as for upgrade")
+    sql.add_argument("--replay", action="store_true",
+                     help="Alembic's replay of every revision from base (to head, or REV) instead of the fresh install")
     sql.add_argument("--downgrade", action="store_true", help="the downgrade FROM:TO, e.g. head:base")
     return top
 
@@ -100,12 +115,90 @@ def run(options: argparse.Namespace) -> None:
         command.history(config, indicate_current=False)
     elif options.verb == "stamp":
         command.stamp(config, options.revision)
-    elif options.verb == "sql" and options.downgrade:
-        if ":" not in options.revision:
-            raise CommandError("a downgrade script needs FROM:TO, e.g. head:base")
-        command.downgrade(config, options.revision, sql=True)
     elif options.verb == "sql":
-        command.upgrade(config, options.revision, sql=True)
+        sql_script(options, config)
+
+
+CRON_SCRIPT = "script"
+
+
+def sql_script(options: argparse.Namespace, config: Config) -> None:
+    """`proxy-leases sql`: the script goes to stdout, what it is to stderr; nothing is connected to."""
+    cron = getattr(options, "cron", None)
+    if cron not in (None, CRON_SCRIPT, "auto", "require", "off"):
+        raise SystemExit(f"proxy-leases: --cron {cron!r}: expected auto, require or off, or --cron alone for the "
+                         "pg_cron script")
+    revision = options.revision
+    if options.downgrade:
+        if cron == CRON_SCRIPT or options.replay or revision is None or ":" not in revision:
+            raise CommandError("a downgrade script needs FROM:TO, e.g. head:base (and neither --cron nor --replay)")
+        command.downgrade(config, revision, sql=True)
+        return
+    head = head_revision()
+    if cron == CRON_SCRIPT:
+        if options.replay or revision not in (None, "head", head):
+            raise CommandError("the pg_cron script holds the head's jobs: give it no revision")
+        config.cmd_opts.x = [x for x in config.cmd_opts.x if not x.startswith("cron=")]
+        sys.stdout.write(with_options(config, pg_cron_script))
+        return
+    if options.replay or revision not in (None, "head", head, "base:head", f"base:{head}"):
+        command.upgrade(config, revision or "head", sql=True)
+        return
+    sys.stdout.write(with_options(config, fresh_script))
+
+
+def with_options(config: Config, make) -> str:
+    """make() under Alembic's environment, where pg_cron.option() reads the -x options as an upgrade does."""
+    from alembic.runtime.environment import EnvironmentContext
+
+    from proxy_leases.migrations.fresh_install import PlanError
+
+    with EnvironmentContext(config, ScriptDirectory.from_config(config)):
+        try:
+            return make()
+        except PlanError as error:
+            raise SystemExit(f"proxy-leases: no fresh-install script: {error}. `proxy-leases sql --replay` prints "
+                             "the replay of every revision instead.") from None
+
+
+def fresh_script() -> str:
+    from proxy_leases.migrations import deploy_lock, fresh_install, pg_cron
+
+    lock_timeout = fresh_install.duration(
+        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s"))
+    deploy_wait = fresh_install.duration(
+        "deploy_wait", pg_cron.option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT))
+    plan = fresh_install.build_plan()
+    script = fresh_install.fresh_install_script(plan, lock_timeout=lock_timeout, deploy_wait=deploy_wait,
+                                                cron_mode=pg_cron.cron_mode())
+    print(f"proxy-leases: the fresh install at {plan.head} ({script.count(chr(10))} lines), for a database "
+          "proxy-leases was never installed in; where it is, `proxy-leases sql <its revision>:head` prints the "
+          "upgrade. It schedules nothing: `proxy-leases sql --cron` prints the pg_cron script.", file=sys.stderr)
+    return script
+
+
+def pg_cron_script() -> str:
+    from sqlalchemy.engine import make_url
+
+    from proxy_leases.migrations import fresh_install, pg_cron
+
+    url = pg_cron.option("url", "DATABASE_URL")
+    if not url:
+        raise SystemExit("proxy-leases: the pg_cron jobs are named after the fleet's database: give its URL with "
+                         "--url or DATABASE_URL=postgresql://user@host:port/dbname (nothing is connected to).")
+    try:
+        database = make_url(url).database
+    except (exc.ArgumentError, ValueError):
+        raise SystemExit("proxy-leases: the database URL is not a URL: expected "
+                         "postgresql://user[:password]@host[:port]/dbname") from None
+    if not database:
+        raise SystemExit(f"proxy-leases: {url!r} names no database: the pg_cron jobs are named after it and run in it")
+    lock_timeout = fresh_install.duration(
+        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s"))
+    script = fresh_install.cron_script(database, lock_timeout=lock_timeout, head=head_revision())
+    print(f"proxy-leases: the pg_cron jobs of database {database}: run this script in pg_cron's database "
+          "(cron.database_name, usually postgres) as the role that owns the fleet's tables.", file=sys.stderr)
+    return script
 
 
 def refusal(error: psycopg.Error) -> str:
