@@ -20,7 +20,7 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 # The newest revision: what `alembic upgrade head` ends at.
-HEAD = "0017_finite_intervals"
+HEAD = "0018_wrong_call_help"
 # How many revisions `upgrade head` runs on an empty database.
 REVISION_COUNT = int(HEAD[:4])
 

@@ -195,6 +195,8 @@ BLOCKERS: dict[tuple[str, str], list[Blocker]] = {
     ("downgrade", "0016_decide_after_lock"): [WORKER_HEARTBEAT],
     ("upgrade", "0017_finite_intervals"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
     ("downgrade", "0017_finite_intervals"): [WORKER_HEARTBEAT],
+    ("upgrade", "0018_wrong_call_help"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0018_wrong_call_help"): [WORKER_HEARTBEAT],
 }
 UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "
@@ -441,7 +443,7 @@ INJECTIONS = ([(d, r, "middle") for d, r in STEPS if r not in CRON_REVISIONS]
               + [(d, r, "end") for d, r in STEPS if r in CRON_REVISIONS or (d, r) in PARTLY_COMMITTED
                  or r in ("0003_lease", "0006_lease_api", "0010_lease_events", "0013_event_recording",
                          "0014_least_privilege", "0015_input_checks", "0016_decide_after_lock",
-                         "0017_finite_intervals")])
+                         "0017_finite_intervals", "0018_wrong_call_help")])
 
 
 @pytest.mark.parametrize("direction, rev, where", INJECTIONS, ids=[f"{d}-{r}-{w}" for d, r, w in INJECTIONS])
