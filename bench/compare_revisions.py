@@ -91,9 +91,10 @@ def create_database(server: Server, source: Path, name: str, revision: str, via_
 
 
 # What each revision's hot functions are, read back from the catalog: the comparison is only worth
-# something if the two databases really run different versions.
+# something if the two databases really run different versions. Keyed by signature: since
+# 0018_wrong_call_help release_proxy, renew_proxy_lease and block_proxy have a second, one-line overload.
 INSTALLED = """
-SELECT p.proname, md5(p.prosrc)
+SELECT p.oid::regprocedure::text, md5(p.prosrc)
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'public' AND p.proname IN (
        'acquire_proxy', 'release_proxy', 'renew_proxy_lease', 'block_proxy',
