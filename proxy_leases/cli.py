@@ -13,7 +13,9 @@
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
 --deploy-wait are the -x options of `alembic` (README, "Options"). Expected failures, the database's
 refusals included, print what happened and what to do (with the SQLSTATE, DETAIL and HINT) and
-exit 1; none prints a traceback.
+exit 1; none prints a traceback. upgrade, downgrade and stamp end with a summary of what they did
+(migrations/run_summary.py) and exit 3 when every revision was applied but nothing will run the
+maintenance, unless --cron auto or --cron off was given.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def parser() -> argparse.ArgumentParser:
     shared.add_argument("--url", default=argparse.SUPPRESS,
                         help="postgresql://user@host:port/dbname (default: $DATABASE_URL)")
     shared.add_argument("--cron", choices=("auto", "require", "off"), default=argparse.SUPPRESS,
-                        help="schedule the sweeper with pg_cron: auto (warn if missing, the default), require, off")
+                        help="the pg_cron job: not given, schedule it and exit 3 where nothing will run the "
+                             "maintenance; auto, the same but exit 0; require, stop where it cannot be scheduled; "
+                             "off, leave pg_cron alone")
     shared.add_argument("--cron-schedule", default=argparse.SUPPRESS,
                         help="pg_cron schedule (default: every minute on pg_cron < 1.5, else 10 seconds)")
     shared.add_argument("--cron-history-retention", default=argparse.SUPPRESS,
