@@ -36,6 +36,7 @@ PUBLIC_FUNCTIONS = {
     "tg_proxy_lease_events__append_only",
     "summarize_proxy_holders",
     "prune_lease_events",
+    "raise_if_lease_arguments_swapped",
 }
 
 

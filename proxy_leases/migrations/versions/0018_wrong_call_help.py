@@ -5,8 +5,9 @@ PostgreSQL's "function ... does not exist"; overloads with exactly those argumen
 SQLSTATE, 42883, with the value and a hint showing the right call, and have the rights of the function
 they stand beside. They take no correct call: each has fewer arguments than the real function accepts.
 Arguments swapped (the token first) raise 22023 with a hint showing the call in the right order,
-from new versions of renew_proxy_lease (it said LP001, "stop using this proxy"), release_proxy and
-block_proxy (they returned false); the check runs only once the pair named no row. acquire_proxy and
+from raise_if_lease_arguments_swapped, which new versions of renew_proxy_lease (it said LP001, "stop
+using this proxy"), release_proxy and block_proxy (they returned false) call only once the pair
+named no row. acquire_proxy and
 renew_proxy_lease warn, and grant as asked, when an explicit lease is shorter than orphan_grace:
 '30' is 30 seconds. README, "Bad input". Catalog changes only, under the short, retried locks of
 0006_lease_api.
@@ -29,6 +30,7 @@ def upgrade() -> None:
     run_sql(
         op,
         "0006_lease_api_locks.sql",
+        "functions/raise_if_lease_arguments_swapped.v1.sql",
         "functions/acquire_proxy.v7.sql",
         "functions/renew_proxy_lease.v6.sql",
         "functions/release_proxy.v5.sql",

@@ -17,7 +17,7 @@
 -- v6 (0017_finite_intervals) refuses an infinite cooldown by name (22023, with a hint); v5 let
 -- PostgreSQL 17's 'infinity' interval through to its arithmetic, which failed with 22008 and no hint.
 -- v7 (0018_wrong_call_help): arguments swapped (the token first, as in block_proxy(1796596910492538,
--- 65, 'HTTP 403')) raise 22023 with a hint showing the call in the right order. v6 returned false,
+-- 65, 'HTTP 403')) raise 22023 (raise_if_lease_arguments_swapped) with a hint showing the call in the right order. v6 returned false,
 -- as for a grant that was followed by another, and the ban was lost. The check runs only once the
 -- pair named no row, so a ban that is recorded pays nothing for it.
 -- Runs as its owner, with search_path pg_catalog, pg_temp, as since 0014_least_privilege (README,
@@ -36,7 +36,6 @@ DECLARE
     v_row   public.proxies;
     v_until timestamptz;
     v_keep_block boolean;
-    v_swapped public.proxies;
 BEGIN
     IF block_proxy.proxy_id IS NULL OR block_proxy.lease_token IS NULL THEN
         RAISE EXCEPTION 'proxy_id and lease_token must not be NULL'
@@ -78,38 +77,11 @@ BEGIN
             OR (p.lease_token IS NULL AND p.released_lease_token = block_proxy.lease_token))
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        -- The pair named no grant. Swapped arguments? The token given is a proxy's id, and that
-        -- proxy's grant (held, or the last one, ended) has the proxy id given as its token, or no
-        -- proxy has the id given and it is as large as a token: every token is above 10^15, since
-        -- they start at the install time in microseconds since 1970 (proxy_lease_token_seq), and no
-        -- proxy id comes near. Only read, never locked: it decides between false and an error, and
-        -- changes nothing.
-        SELECT * INTO v_swapped
-          FROM public.proxies s
-         WHERE s.id = block_proxy.lease_token
-           AND (s.lease_token = block_proxy.proxy_id
-                OR (s.lease_token IS NULL AND s.released_lease_token = block_proxy.proxy_id)
-                OR (block_proxy.proxy_id >= 1000000000000000
-                    AND NOT EXISTS (SELECT FROM public.proxies p WHERE p.id = block_proxy.proxy_id)));
-        IF v_swapped.id IS NOT NULL THEN
-            RAISE EXCEPTION 'proxy_id % and lease_token % look swapped', block_proxy.proxy_id, block_proxy.lease_token
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = CASE WHEN v_swapped.lease_token = block_proxy.proxy_id
-                                    THEN format('Proxy %s is held under lease token %s. Nothing was blocked.',
-                                                v_swapped.id, v_swapped.lease_token)
-                                    WHEN v_swapped.lease_token IS NULL
-                                         AND v_swapped.released_lease_token = block_proxy.proxy_id
-                                    THEN format('Proxy %s was last granted under lease token %s. Nothing was blocked.',
-                                                v_swapped.id, v_swapped.released_lease_token)
-                                    ELSE format('There is no proxy %s, and %s is a proxy''s id. Nothing was blocked.',
-                                                block_proxy.proxy_id, v_swapped.id)
-                               END,
-                      HINT = format('Call block_proxy(%s, %s, %s%s): the proxy id first, then the lease token.',
-                                    block_proxy.lease_token, block_proxy.proxy_id,
-                                    quote_literal(left(block_proxy.reason, 200)),
-                                    CASE WHEN block_proxy.cooldown IS NULL THEN ''
-                                         ELSE ', ' || quote_literal(block_proxy.cooldown::text) END);
-        END IF;
+        -- The pair named no grant: arguments swapped raise, anything else returns false.
+        PERFORM public.raise_if_lease_arguments_swapped(
+            'block_proxy', block_proxy.proxy_id, block_proxy.lease_token, 'blocked',
+            ', ' || quote_literal(left(block_proxy.reason, 200))
+                 || CASE WHEN block_proxy.cooldown IS NULL THEN '' ELSE ', ' || quote_literal(block_proxy.cooldown::text) END);
         RETURN false;
     END IF;
     -- This ban is in place already: a retry after a lost reply changes nothing, and counts no

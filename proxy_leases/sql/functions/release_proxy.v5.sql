@@ -8,7 +8,7 @@
 -- another transaction had locked, so a lease that ran out during the wait was still released as
 -- the worker's (true, clean, strikes cleared) instead of being left to the sweep as an expiry.
 -- v5 (0018_wrong_call_help): arguments swapped (the token first, as in release_proxy(1796596910492538,
--- 65)) raise 22023 with a hint showing the call in the right order. v4 returned false, as for a
+-- 65)) raise 22023 (raise_if_lease_arguments_swapped) with a hint showing the call in the right order. v4 returned false, as for a
 -- stale token, and the worker never learnt that none of its releases had worked: each proxy was
 -- left to the sweep, with a strike. The check runs only once the pair named no row, so a release
 -- that succeeds pays nothing for it; a stale token still gets false.
@@ -25,7 +25,6 @@ DECLARE
     -- Put back after each write: this may run inside another labelled statement (a trigger's).
     v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_leased_until timestamptz;
-    v_swapped      public.proxies;
 BEGIN
     IF release_proxy.proxy_id IS NULL OR release_proxy.lease_token IS NULL THEN
         RAISE EXCEPTION 'proxy_id and lease_token must not be NULL'
@@ -37,30 +36,9 @@ BEGIN
      WHERE p.id = release_proxy.proxy_id AND p.lease_token = release_proxy.lease_token AND p.is_in_use
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        -- The pair named no grant. Swapped arguments? The token given is a proxy's id, and that proxy
-        -- is held under the proxy id given as its token, or no proxy has the id given and it is as
-        -- large as a token: every token is above 10^15, since they start at the install time in
-        -- microseconds since 1970 (proxy_lease_token_seq), and no proxy id comes near.
-        -- Only read, never locked: it decides between false and an error, and changes nothing.
-        SELECT * INTO v_swapped
-          FROM public.proxies s
-         WHERE s.id = release_proxy.lease_token
-           AND (s.lease_token = release_proxy.proxy_id
-                OR (release_proxy.proxy_id >= 1000000000000000
-                    AND NOT EXISTS (SELECT FROM public.proxies p WHERE p.id = release_proxy.proxy_id)));
-        IF v_swapped.id IS NOT NULL THEN
-            RAISE EXCEPTION 'proxy_id % and lease_token % look swapped', release_proxy.proxy_id,
-                            release_proxy.lease_token
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = CASE WHEN v_swapped.lease_token = release_proxy.proxy_id
-                                    THEN format('Proxy %s is held under lease token %s. Nothing was released.',
-                                                v_swapped.id, v_swapped.lease_token)
-                                    ELSE format('There is no proxy %s, and %s is a proxy''s id. Nothing was released.',
-                                                release_proxy.proxy_id, v_swapped.id)
-                               END,
-                      HINT = format('Call release_proxy(%s, %s): the proxy id first, then the lease token.',
-                                    release_proxy.lease_token, release_proxy.proxy_id);
-        END IF;
+        -- The pair named no grant: arguments swapped raise, anything else returns false.
+        PERFORM public.raise_if_lease_arguments_swapped('release_proxy', release_proxy.proxy_id,
+                                                        release_proxy.lease_token, 'released');
         RETURN false;
     END IF;
     IF v_leased_until IS NULL OR v_leased_until <= clock_timestamp() THEN

@@ -11,7 +11,7 @@
 -- v5 (0017_finite_intervals) refuses an infinite lease by name (22023, with a hint); v4 let
 -- PostgreSQL 17's 'infinity' interval through to its arithmetic, which failed with 22008 and no hint.
 -- v6 (0018_wrong_call_help) helps a wrong call. Arguments swapped (the token first, as in
--- renew_proxy_lease(1796596910492538, 65)) raise 22023 with a hint showing the call in the right
+-- renew_proxy_lease(1796596910492538, 65)) raise 22023 (raise_if_lease_arguments_swapped) with a hint showing the call in the right
 -- order, instead of LP001 telling a worker whose lease may well hold to stop using its proxy; the
 -- check runs only once the pair named no row, so a renewal that succeeds pays nothing for it. An
 -- explicit lease shorter than orphan_grace draws a WARNING: a bare number is seconds ('30' is 30
@@ -33,7 +33,6 @@ DECLARE
     v_now      timestamptz;
     v_until    timestamptz;
     v_row      public.proxies;
-    v_swapped  public.proxies;
 BEGIN
     SELECT * INTO v_settings FROM public.proxy_lease_settings s;
     v_lease := coalesce(renew_proxy_lease.lease, v_settings.lease_duration);
@@ -93,31 +92,10 @@ BEGIN
 
     IF v_row.id IS NULL THEN
         SELECT * INTO v_row FROM public.proxies p WHERE p.id = renew_proxy_lease.proxy_id;
-        -- The pair named no grant. Swapped arguments? The token given is a proxy's id, and that proxy
-        -- is held under the proxy id given as its token, or no proxy has the id given and it is as
-        -- large as a token: every token is above 10^15, since they start at the install time in
-        -- microseconds since 1970 (proxy_lease_token_seq), and no proxy id comes near.
-        -- Only read, never locked: it decides which error to raise, and changes nothing.
-        SELECT * INTO v_swapped
-          FROM public.proxies s
-         WHERE s.id = renew_proxy_lease.lease_token
-           AND (s.lease_token = renew_proxy_lease.proxy_id
-                OR (v_row.id IS NULL AND renew_proxy_lease.proxy_id >= 1000000000000000));
-        IF v_swapped.id IS NOT NULL THEN
-            RAISE EXCEPTION 'proxy_id % and lease_token % look swapped', renew_proxy_lease.proxy_id,
-                            renew_proxy_lease.lease_token
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = CASE WHEN v_swapped.lease_token = renew_proxy_lease.proxy_id
-                                    THEN format('Proxy %s is held under lease token %s. Nothing was renewed.',
-                                                v_swapped.id, v_swapped.lease_token)
-                                    ELSE format('There is no proxy %s, and %s is a proxy''s id. Nothing was renewed.',
-                                                renew_proxy_lease.proxy_id, v_swapped.id)
-                               END,
-                      HINT = format('Call renew_proxy_lease(%s, %s%s): the proxy id first, then the lease token.',
-                                    renew_proxy_lease.lease_token, renew_proxy_lease.proxy_id,
-                                    CASE WHEN renew_proxy_lease.lease IS NULL THEN ''
-                                         ELSE ', ' || quote_literal(renew_proxy_lease.lease::text) END);
-        END IF;
+        -- The pair named no grant: arguments swapped raise 22023 rather than LP001 below.
+        PERFORM public.raise_if_lease_arguments_swapped(
+            'renew_proxy_lease', renew_proxy_lease.proxy_id, renew_proxy_lease.lease_token, 'renewed',
+            CASE WHEN renew_proxy_lease.lease IS NULL THEN '' ELSE ', ' || quote_literal(renew_proxy_lease.lease::text) END);
     END IF;
     RAISE EXCEPTION 'lease % on proxy % no longer holds', renew_proxy_lease.lease_token, renew_proxy_lease.proxy_id
         USING ERRCODE = 'LP001',
