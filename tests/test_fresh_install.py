@@ -413,7 +413,8 @@ def test_the_command_line_prints_the_fresh_install_the_replay_or_the_pg_cron_scr
         assert made.returncode == 0 and made.stdout.startswith("-- proxy-leases "), (args, made.stderr)
     for args in (["--replay"], ["0005_sweep_schedule:head"], ["0003_lease"]):
         made = proxy_leases_cli("sql", *args, env=env)
-        assert made.returncode == 0 and made.stdout.startswith("DO $proxy_leases_deploy$"), (args, made.stderr)
+        assert made.returncode == 0, (args, made.stderr)
+        assert made.stdout.startswith("\\set ON_ERROR_STOP on\n\nDO $proxy_leases_deploy$"), args
     upto = proxy_leases_cli("sql", "--replay", "0003_lease", env=env)
     assert "-- Running upgrade 0002_partial_indexes -> 0003_lease" in upto.stdout
     assert "0004_lease_backfill" not in upto.stdout.split("0003_lease\n", 1)[1]

@@ -205,7 +205,7 @@ def test_offline_script_applied_with_psql_installs_the_same_catalog(fresh_databa
     assert "%%" not in script.stdout
     assert "RAISE EXCEPTION 'proxy % cannot be taken with only one of is_in_use and worker_id'" in script.stdout
     # The deploy lock first, waited for up to deploy_wait; then every step under the short lock_timeout.
-    assert script.stdout.startswith("DO $proxy_leases_deploy$")
+    assert script.stdout.startswith("\\set ON_ERROR_STOP on\n\nDO $proxy_leases_deploy$")
     assert "WHILE NOT pg_try_advisory_lock(hashtext('proxy_leases.upgrade'), 0) LOOP" in script.stdout
     assert "$proxy_leases_deploy$;\n\nSET lock_timeout = '5s';" in script.stdout
     # The lock is released last of all statements; only the summary's comments and \echo follow.
@@ -262,3 +262,46 @@ def test_a_changed_frozen_file_stops_the_upgrade(tmp_path, monkeypatch):
     monkeypatch.setattr(sql_files, "CHECKSUMS", copy / "SHA256SUMS")
     with pytest.raises(sql_files.FrozenSqlChanged, match="new file"):
         sql_files.read_sql("0004_lease_backfill.sql")
+
+
+def psql(url: str, script: str) -> subprocess.CompletedProcess:
+    """As the README says to apply a script: no -v ON_ERROR_STOP=1; the script sets it itself."""
+    return subprocess.run(["psql", "-X", "-q", "-f", "-", url], input=script, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_replay_applied_to_a_database_elsewhere_stops_before_changing_anything(fresh_database):
+    database = fresh_database()
+    database.upgrade(cron="off")
+    definition = "SELECT md5(pg_get_functiondef('worker_has_processing_task(text)'::regprocedure))"
+    before = database.one(definition)
+    script = alembic_cli("upgrade", "0010_lease_events:head", "--sql", env={"DATABASE_URL": database.url})
+    assert script.returncode == 0, script.stderr
+    applied = psql(database.url, script.stdout)
+    assert applied.returncode != 0
+    assert (f"ERROR:  proxy-leases: this script starts from 0010_lease_events, but the database is at {HEAD}"
+            in applied.stderr)
+    assert f"HINT:  Print the script from where the database is: proxy-leases sql {HEAD}:head" in applied.stderr
+    assert "NOT SCHEDULED" not in applied.stdout
+    assert database.one(definition) == before   # 0012's older version was not put back
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
+
+
+def test_a_replay_stops_at_the_step_that_failed_and_runs_again_to_the_end(fresh_database):
+    database = fresh_database()
+    database.upgrade("0010_lease_events", cron="off")
+    script = alembic_cli("-x", "lock_timeout=1s", "upgrade", "0010_lease_events:head", "--sql",
+                         env={"DATABASE_URL": database.url})
+    with database.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE proxies IN ACCESS SHARE MODE")   # 0012 needs ACCESS EXCLUSIVE
+        applied = psql(database.url, script.stdout)
+        holder.execute("ROLLBACK")
+    assert applied.returncode != 0 and "lock_timeout" in applied.stderr
+    # 0011 (a pg_cron step, comments only) committed; nothing after the failed 0012 ran.
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == "0011_cron_history_retention"
+    assert database.one("SELECT count(*) FROM pg_proc WHERE proname = 'raise_if_lease_arguments_swapped'") == 0
+    again = alembic_cli("upgrade", "0011_cron_history_retention:head", "--sql", env={"DATABASE_URL": database.url})
+    finished = psql(database.url, again.stdout)
+    assert finished.returncode == 0, finished.stderr
+    assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD

@@ -156,5 +156,7 @@ def test_the_sql_script_ends_by_saying_that_it_schedules_nothing(fresh_database)
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", database.url], input=script.stdout,
         capture_output=True, text=True, timeout=300)
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.strip().splitlines()[-1].startswith("proxy-leases: NOT SCHEDULED: nothing runs the maintenance")
+    assert applied.stdout.strip().splitlines()[-1] == (
+        "proxy-leases: NOT SCHEDULED by this script: its pg_cron steps were not run. Run the statements of "
+        "`proxy-leases sql --cron` in pg_cron's database.")
     assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD

@@ -306,7 +306,7 @@ def test_the_offline_script_keeps_a_lock_timeout_on_every_step(fresh_database):
         script = alembic_cli("-x", f"lock_timeout={LOCK_TIMEOUT}", *args, "--sql", env={"DATABASE_URL": database.url})
         assert script.returncode == 0, script.stderr
         # The deploy lock is polled for up to deploy_wait; every step after it has lock_timeout.
-        assert script.stdout.startswith("DO $proxy_leases_deploy$")
+        assert script.stdout.startswith("\\set ON_ERROR_STOP on\n\nDO $proxy_leases_deploy$")
         assert f"$proxy_leases_deploy$;\n\nSET lock_timeout = '{LOCK_TIMEOUT}';" in script.stdout
         without = False
         for statement in re.split(r";\n", re.sub(r"(?m)^--[^\n]*\n", "", script.stdout)):

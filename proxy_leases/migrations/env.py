@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from proxy_leases import __version__
 from proxy_leases.migrations import deploy_lock, pg_cron, run_summary
 from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
-                                                    move_legacy_record_sql)
+                                                    move_legacy_record_sql, starting_revision_guard_sql)
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -218,10 +218,15 @@ def run_migrations_offline() -> None:
         transaction_per_migration=True,
         version_table=VERSION_TABLE,
     )
+    start, end, downgrading = offline_range()
+    # A failed step must stop the script: psql would go on with the next revisions, on top of the gap.
+    context.get_context().impl.static_output("\\set ON_ERROR_STOP on")
     # The same deploy lock as online runs, waited for as long; psql holds it until the script ends.
     context.execute(deploy_lock.take_sql(deploy_wait()))
     context.execute(f"SET lock_timeout = '{lock_timeout()}'")
     context.execute(move_legacy_record_sql(known_revisions()))
+    context.execute(starting_revision_guard_sql(
+        start, f"proxy-leases sql --downgrade %s:{end or 'base'}" if downgrading else "proxy-leases sql %s:head"))
     with context.begin_transaction():
         context.run_migrations()
     context.execute(deploy_lock.RELEASE)
@@ -234,22 +239,41 @@ def needs_sweeper(revision: str | None) -> bool:
         script.revision for script in context.script.iterate_revisions(revision, "base")}
 
 
+def offline_range() -> tuple[str | None, str | None, bool]:
+    """(the revision the script starts from, the one it ends at, whether it goes down); None is base."""
+    def resolve(argument: str | None) -> str | None:
+        script = context.script.get_revision(argument) if argument not in (None, "base") else None
+        return script.revision if script else None
+
+    start = resolve(context.get_starting_revision_argument())
+    end = resolve(context.get_revision_argument())
+    below_start = set() if start is None else {
+        script.revision for script in context.script.iterate_revisions(start, "base")} - {start}
+    return start, end, start is not None and (end is None or end in below_start)
+
+
 def offline_summary() -> list[str]:
-    """The script's last lines: what it does, and that it schedules nothing (psql prints the \\echo)."""
-    start = context.get_starting_revision_argument() or "base"
-    destination = context.script.get_revision(context.get_revision_argument())
-    end = destination.revision if destination else None
-    lines = [f"-- proxy-leases summary: this script takes the database from {start} to {end or 'base'}.",
+    """The script's last lines, reached only when every step succeeded (ON_ERROR_STOP)."""
+    start, end, _ = offline_range()
+    lines = [f"-- proxy-leases summary: this script takes the database from {start or 'base'} to {end or 'base'}.",
              "-- Rows that backfills change are named, before they change, by NOTICEs that begin "
              f"'{run_summary.BACKFILL_MARK.strip()}'."]
+    steps = config.attributes.get("offline_cron_steps", [])
     if pg_cron.cron_mode() == "off":
         lines.append("-- The maintenance: pg_cron left alone (cron=off); run CALL public.run_lease_maintenance() "
                      "every minute from your own scheduler.")
-    elif needs_sweeper(end):
-        lines += ["-- The maintenance: this script cannot reach pg_cron's database and schedules NOTHING. Run the",
-                  "-- statements of `proxy-leases sql --cron` there, as the role that owns the fleet's tables.",
-                  "\\echo 'proxy-leases: NOT SCHEDULED: nothing runs the maintenance until the statements of "
-                  "`proxy-leases sql --cron` are run in pg_cron''s database.'"]
+    elif any(steps) and needs_sweeper(end):
+        lines += ["-- The maintenance: this script cannot reach pg_cron's database, and its pg_cron steps above are",
+                  "-- comments. `proxy-leases sql --cron` prints the statements that schedule the jobs as the head",
+                  "-- has them; run them there, as the role that owns the fleet's tables.",
+                  "\\echo 'proxy-leases: NOT SCHEDULED by this script: its pg_cron steps were not run. Run the "
+                  "statements of `proxy-leases sql --cron` in pg_cron''s database.'"]
+    elif steps:
+        lines += ["-- The maintenance: the pg_cron steps above are comments, not run by this script: run them in",
+                  "-- pg_cron's database.",
+                  "\\echo 'proxy-leases: the pg_cron steps of this script were not run: see its comments.'"]
+    else:
+        lines.append("-- The maintenance: this script changes no pg_cron job.")
     return lines
 
 

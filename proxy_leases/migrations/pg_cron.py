@@ -403,6 +403,7 @@ def _first_line(error: sa.exc.DBAPIError) -> str:
 def _print_offline_instructions(op, *, scheduling: bool, command=SWEEP_COMMAND, name=job_name,
                                 schedule: str | None = None, in_cron_database: bool = False) -> None:
     """--sql cannot reach a second database: say exactly what to run there instead."""
+    context.config.attributes.setdefault("offline_cron_steps", []).append(scheduling)  # for the script's summary
     app_db = _offline_database()
     if scheduling:
         lines = [

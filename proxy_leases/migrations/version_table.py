@@ -58,3 +58,30 @@ BEGIN
     END IF;
 END
 $proxy_leases$"""
+
+
+def starting_revision_guard_sql(expected: str | None, hint_command: str) -> str:
+    """A DO block for the `--sql` replay: stop, changing nothing, unless the database is at `expected`
+    (None: not installed). Alembic's offline steps each update the record WHERE it names the step's
+    start: applied to a database elsewhere, a replay would change functions and record nothing.
+    `hint_command` is the command that prints the right script, with %s for the revision found."""
+    want = _literal(expected) if expected else "NULL"
+    shown = _literal(expected or "no revision (not installed)")
+    return f"""DO $proxy_leases_from$
+DECLARE
+    v_at text;
+BEGIN
+    IF to_regclass({_literal(VERSION_TABLE)}) IS NOT NULL THEN
+        SELECT max(version_num) INTO v_at FROM {VERSION_TABLE};
+    END IF;
+    IF v_at IS DISTINCT FROM {want} THEN
+        RAISE EXCEPTION 'proxy-leases: this script starts from %, but the database is at %', {shown},
+                        coalesce(v_at, 'no revision (not installed)')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Nothing was changed by this script.',
+                  HINT = CASE WHEN v_at IS NULL THEN 'proxy-leases sql prints the install of a database without it.'
+                              ELSE format({_literal('Print the script from where the database is: ' + hint_command)}, v_at)
+                         END;
+    END IF;
+END
+$proxy_leases_from$"""
