@@ -32,6 +32,15 @@ class PgCronUnavailable(RuntimeError):
     pass
 
 
+class SettingsHidden(RuntimeError):
+    """The role may not read shared_preload_libraries; `orig` words it as the server would."""
+
+    def __init__(self, role: str) -> None:
+        self.orig = ("must be superuser or have privileges of pg_read_all_settings to examine "
+                     f"\"shared_preload_libraries\" (role {role} has neither)")
+        super().__init__(self.orig)
+
+
 def job_name(dbname: str) -> str:
     return f"proxy_leases_sweep.{dbname}"
 
@@ -182,11 +191,14 @@ def _command_text(command, app_db: str) -> str:
 def _databases(bind: sa.Connection) -> tuple[str, str | None]:
     """(the fleet's database, the database pg_cron lives in, or None where it is not preloaded).
 
-    Reading shared_preload_libraries needs pg_read_all_settings; a savepoint keeps a refusal from
-    aborting the revision's transaction.
+    Reading shared_preload_libraries needs pg_read_all_settings. A role without it is told so without
+    asking (SettingsHidden): the refusal would be an ERROR in the server's log, where a fleet may alert
+    on it. A savepoint keeps any other refusal from aborting the revision's transaction.
     """
     with bind.begin_nested():
         app_db = _current_database(bind)
+        if not bind.exec_driver_sql("SELECT pg_has_role('pg_read_all_settings', 'USAGE')").scalar():
+            raise SettingsHidden(bind.exec_driver_sql("SELECT current_user").scalar())
         libraries = bind.exec_driver_sql("SHOW shared_preload_libraries").scalar() or ""
         if "pg_cron" not in [lib.strip().strip('"') for lib in libraries.split(",")]:
             return app_db, None
@@ -238,7 +250,7 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     sql = _command_text(command, _current_database(bind))
     try:
         app_db, cron_db = _databases(bind)
-    except sa.exc.DBAPIError as error:
+    except (sa.exc.DBAPIError, SettingsHidden) as error:
         unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that "
                           "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')", sql)
         return
@@ -286,7 +298,7 @@ def unschedule_job(op, name=job_name) -> None:
     bind = op.get_bind()
     try:
         app_db, cron_db = _databases(bind)
-    except sa.exc.DBAPIError as error:
+    except (sa.exc.DBAPIError, SettingsHidden) as error:
         log.warning("could not tell where pg_cron lives (%s): remove job %r by hand", error.orig,
                     name(_current_database(bind)))
         return
@@ -353,7 +365,7 @@ def final_state(url, app_db: str | None = None):
             role = bind.exec_driver_sql("SELECT current_user").scalar()
             try:
                 _, cron_db = _databases(bind)
-            except sa.exc.DBAPIError as error:
+            except (sa.exc.DBAPIError, SettingsHidden) as error:
                 where = "the database named by cron.database_name (usually postgres)"
                 return CronState(
                     reason=f"could not tell whether pg_cron is preloaded: {_first_line(error)}; role {role} "
