@@ -37,7 +37,8 @@ def test_a_superusers_upgrade_summarises_what_it_did_once_and_last(fresh_databas
     assert summary[0] == f"proxy-leases summary for database {database.name}, as role postgres (a superuser):"
     assert summary[1] == f"  revision: (not installed) -> {HEAD}"
     assert summary[2] == ("  tables: adopted catalog_tasks, object_tasks, proxies (kept with their rows); created "
-                          "proxy_lease_events, proxy_lease_settings, proxy_leases_alembic_version")
+                          "proxy_lease_events, proxy_lease_settings, proxy_leases_adopted_tables, "
+                          "proxy_leases_alembic_version")
     # The backfill's trace: how many and which, said before the rows changed and again in the summary.
     freed = ("0004_lease_backfill frees 1 half-held proxies (in use with no worker, a worker but not in use, "
              "or in use unknown): ids 61")
@@ -134,17 +135,22 @@ def test_cron_auto_given_explicitly_accepts_no_sweeper_and_cron_off_leaves_it_to
 def test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept(fresh_database, pg_server):
     database = fresh_database()
     database.upgrade(cron="auto")
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        jobs = conn.execute("SELECT jobid, jobname FROM cron.job WHERE database = %s OR jobname LIKE %s ORDER BY 1",
+                            (database.name, f"%.{database.name}")).fetchall()
+    assert len(jobs) == 2
     database.run("CREATE ROLE summary_worker IN ROLE proxy_leases_worker")
     try:
         removed = proxy_leases_cli("downgrade", "base", env={"DATABASE_URL": database.url})
         assert removed.returncode == 0, removed.stderr
         summary = summary_of(removed.stderr)
         assert f"  revision: {HEAD} -> (not installed)" in summary
-        assert ("  tables: removed catalog_tasks, object_tasks, proxies, proxy_lease_events, proxy_lease_settings"
+        assert ("  tables: removed catalog_tasks, object_tasks, proxies, proxy_lease_events, proxy_lease_settings, "
+                "proxy_leases_adopted_tables; kept proxy_leases_alembic_version, empty (README, 'Uninstalling')"
                 in summary)
-        kept = [line for line in summary if line.startswith("  role proxy_leases_worker: kept")]
-        assert kept and "(summary_worker)" in kept[0] and "DROP ROLE proxy_leases_worker" in kept[0]
-        assert summary[-1] == "  pg_cron: no job for this database (none is needed at this revision)"
+        assert ("  role proxy_leases_worker: kept, it has members (summary_worker). README 'Uninstalling' shows how "
+                "to drop it") in summary
+        assert summary[-2:] == [f"  pg_cron job {jobid} {name}: removed" for jobid, name in jobs]
     finally:
         database.run("DROP ROLE summary_worker")
 

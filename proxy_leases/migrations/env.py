@@ -178,12 +178,15 @@ def pass_on_notice(notice: psycopg.errors.Diagnostic) -> None:
         summary.notice(key[0], key[1])
 
 
-def start_summary(conn: psycopg.Connection) -> run_summary.RunSummary:
+def start_summary(conn: psycopg.Connection, url: str) -> run_summary.RunSummary:
     database, role, superuser = conn.execute(
         "SELECT current_database(), current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-    return run_summary.RunSummary(
+    started = run_summary.RunSummary(
         database=database, role=role, superuser=superuser, before=run_summary.snapshot(conn, VERSION_TABLE),
         cron_mode=pg_cron.cron_mode(), cron_mode_given=pg_cron.option("cron", "PROXY_LEASES_CRON") is not None)
+    if started.cron_mode != "off":   # to tell the jobs the run replaced or removed
+        started.cron_before = pg_cron.final_state(url, database)
+    return started
 
 
 def finish_summary(conn: psycopg.Connection, url: str) -> None:
@@ -286,7 +289,7 @@ def run_migrations_online() -> None:
         if changes_the_database():
             run.enter_context(deploy_lock.held(first, deploy_wait()))
             move_an_old_record(first)
-            summary = start_summary(first)
+            summary = start_summary(first, url)
             table = VERSION_TABLE
         else:
             table = version_table_to_read(first)

@@ -20,7 +20,7 @@ log = logging.getLogger("alembic.proxy_leases")
 
 # What an installed proxy-leases consists of, as far as a summary names it.
 TABLES = ("proxies", "catalog_tasks", "object_tasks", "proxy_lease_settings", "proxy_lease_events",
-          "proxy_leases_alembic_version")
+          "proxy_leases_adopted_tables", "proxy_leases_alembic_version")
 FLEET_TABLES = ("proxies", "catalog_tasks", "object_tasks")
 ROLES = ("proxy_leases_worker", "proxy_leases_operator")
 # The first revision after which something must run the maintenance every minute.
@@ -70,6 +70,7 @@ class RunSummary:
     notices: list[tuple[str, str]] = dataclasses.field(default_factory=list)   # (severity, text), each once
     cron_mode: str = "auto"
     cron_mode_given: bool = False
+    cron_before: CronState | None = None
     cron: CronState | None = None
     needs_sweeper: bool = False
 
@@ -107,6 +108,8 @@ class RunSummary:
                          and after.revision is not None)
         tables = ([f"adopted {', '.join(adopted)} (kept with their rows)"] if adopted else []) + (
             [f"created {', '.join(created)}"] if created else []) + ([f"removed {', '.join(removed)}"] if removed else [])
+        if after.revision is None and self.before.revision is not None and "proxy_leases_alembic_version" in after.tables:
+            tables.append("kept proxy_leases_alembic_version, empty (README, 'Uninstalling')")
         out.append(f"  tables: {'; '.join(tables) if tables else 'none created or removed'}")
         backfills = [text[len(BACKFILL_MARK):] for _, text in self.notices if text.startswith(BACKFILL_MARK)]
         out += [f"  backfill: {text}" for text in backfills] or ["  backfills: no rows changed"]
@@ -125,9 +128,11 @@ class RunSummary:
             elif was and not now:
                 lines.append(f"  role {role}: dropped")
             elif was and now and after.revision is None:
-                members = ", ".join(after.roles[role]) or "no members"
-                lines.append(f"  role {role}: kept, it has members ({members}) or owns objects: "
-                             f"REVOKE {role} FROM <member>; DROP ROLE {role}; when nobody needs it (README, 'Uninstalling')")
+                members = after.roles[role]
+                why = (f"it has members ({', '.join(members)})" if members else
+                       "a NOTICE above says why where the downgrade tried: rights in another database, or a role "
+                       "this one may not drop; or proxy-leases did not create it")
+                lines.append(f"  role {role}: kept, {why}. README 'Uninstalling' shows how to drop it")
             elif now:
                 lines.append(f"  role {role}: present ({', '.join(after.roles[role]) or 'no members'})")
         return lines
@@ -139,9 +144,15 @@ class RunSummary:
                         "your own scheduler (README, 'Without pg_cron')."]
             return ["  pg_cron: left alone (cron=off)"]
         state = self.cron or CronState()
+        before = {job["jobid"]: job for job in (self.cron_before.jobs if self.cron_before else [])}
         lines = [f"  pg_cron job {job['jobid']} {job['jobname']}: {self._what_it_runs(job)} in database {job['database']}, "
                  f"schedule {job['schedule']!r} (GMT), as role {job['username']}"
-                 f"{'' if job['active'] else ', PAUSED (cron.alter_job ... active := false)'}" for job in state.jobs]
+                 f"{'' if job['active'] else ', PAUSED (cron.alter_job ... active := false)'}"
+                 f"{self._replaced(job, before)}" for job in state.jobs]
+        now = {job["jobid"] for job in state.jobs}
+        names_now = {job["jobname"] for job in state.jobs}
+        lines += [f"  pg_cron job {jobid} {job['jobname']}: removed" for jobid, job in before.items()
+                  if jobid not in now and job["jobname"] not in names_now]
         if self.maintenance_job and self.superuser:
             lines.append(f"  warning: the job runs as {self.maintenance_job['username']}, a superuser, because that role "
                          "ran the upgrade; run it as the role that owns the fleet's tables (README, 'The pg_cron job')")
@@ -159,6 +170,11 @@ class RunSummary:
             f"itself. Every revision was applied and recorded; {consequence}. Fix it as above, or run the maintenance "
             "every minute from your own scheduler and pass --cron off (alembic: -x cron=off).",
         ]
+
+    @staticmethod
+    def _replaced(job: dict, before: dict[int, dict]) -> str:
+        old = [jobid for jobid, was in before.items() if was["jobname"] == job["jobname"] and jobid != job["jobid"]]
+        return f" (replaces job {', '.join(map(str, old))})" if old else ""
 
     @staticmethod
     def _what_it_runs(job: dict) -> str:
