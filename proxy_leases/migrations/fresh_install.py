@@ -626,7 +626,7 @@ def fresh_install_script(plan: Plan | None = None, *, lock_timeout: str = "5s",
         "the replay of every revision.",
         "--",
         "-- Apply it with psql, connected to PostgreSQL itself (not through PgBouncer), as the role that owns the",
-        "-- fleet's tables:  psql -X -f fresh-install.sql postgresql://owner@host:5432/fleet",
+        "-- fleet's tables:  psql -X -f install.sql postgresql://owner@host:5432/fleet",
         "-- It stops at the first error (ON_ERROR_STOP, set below). It refuses, changing nothing, a database where",
         f"-- proxy-leases is installed ({VERSION_TABLE} holds its revision, or {LEGACY_TABLE} does, from",
         "-- before 0.17): print `proxy-leases sql <that revision>:head` for it instead.",
@@ -666,9 +666,12 @@ def fresh_install_script(plan: Plan | None = None, *, lock_timeout: str = "5s",
     for number, group in enumerate(plan.phase1, 1):
         if not group.transaction:
             lines += [f"-- Step {number} of {total}: {group.revision}, outside a transaction: each statement commits on its",
-                      "-- own (CREATE INDEX CONCURRENTLY cannot run in one), and all are safe to run again.", ""]
+                      "-- own (CREATE INDEX CONCURRENTLY cannot run in one), and all are safe to run again. Their",
+                      "-- IF EXISTS / IF NOT EXISTS notices (\"... skipping\") are not news: not shown.", "",
+                      "SET client_min_messages = warning;", ""]
             for name in group.files:
                 lines += _included(name)
+            lines += ["RESET client_min_messages;", ""]
             continue
         lines += [f"-- Step {number} of {total}: {group.revision}", ""]
         body = ["BEGIN;", ""]
