@@ -363,3 +363,12 @@ def test_the_downgrade_to_0017_restores_exactly_the_previous_definitions_and_beh
 
     database.upgrade(cron="off")
     assert catalog(database) == at_head
+
+
+# --- a container id where a worker id belongs ---------------------------------------------------------
+
+def test_a_container_id_given_as_the_worker_id_gets_a_hint_showing_a_worker_id(pool):
+    database, _, _ = pool
+    sqlstate, message, _, hint = psycopg_error(database, "SELECT * FROM acquire_proxy('8b4f59aa')")
+    assert (sqlstate, message) == ("22023", "malformed worker_id '8b4f59aa'")
+    assert hint.startswith("Pass the calling worker's own id, such as '8b4f59aa_3' (container 8b4f59aa, worker 3)")

@@ -55,7 +55,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A worker id is <container_id>_<n>: 1 to 128 letters, digits, ".", ":" or "-", '
                            'starting with a letter or digit, then "_" and a number of at most 19 digits.',
-                  HINT = 'release_container_proxies(container_id) frees a container''s proxies by that prefix, '
+                  HINT = 'Pass the calling worker''s own id, such as ''8b4f59aa_3'' (container 8b4f59aa, worker 3): '
+                         'release_container_proxies(container_id) frees a container''s proxies by that prefix, '
                          'so every worker id must have it.';
     END IF;
     -- PostgreSQL 17 and later read 'infinity' and '-infinity' as intervals (earlier versions refuse
