@@ -194,6 +194,10 @@ def test_an_install_recorded_in_alembic_version_is_moved_over_by_the_next_upgrad
     assert database.one("SELECT version_num FROM proxy_leases_alembic_version") == HEAD
     if revision:
         assert f"moved revision {revision} from alembic_version" in upgraded.stderr
+        # The summary starts from the revision moved, not from "not installed", and names the move.
+        moved = f"  revision: {HEAD}, unchanged" if revision == HEAD else f"  revision: {revision} -> {HEAD}"
+        assert moved in upgraded.stderr.splitlines()
+        assert f"  notice: proxy-leases: moved revision {revision} from alembic_version" in upgraded.stderr
         assert database.one("SELECT to_regclass('alembic_version')") is None
         assert ("Running upgrade" in upgraded.stderr) == (revision != HEAD)
     else:

@@ -288,8 +288,9 @@ def run_migrations_online() -> None:
         first = run.enter_context(connect_directly(url))
         if changes_the_database():
             run.enter_context(deploy_lock.held(first, deploy_wait()))
-            move_an_old_record(first)
             summary = start_summary(first, url)
+            move_an_old_record(first)   # its NOTICE is in the summary; the revision it moved is where we start
+            summary.before = run_summary.snapshot(first, VERSION_TABLE)
             table = VERSION_TABLE
         else:
             table = version_table_to_read(first)
