@@ -372,3 +372,21 @@ def test_a_container_id_given_as_the_worker_id_gets_a_hint_showing_a_worker_id(p
     sqlstate, message, _, hint = psycopg_error(database, "SELECT * FROM acquire_proxy('8b4f59aa')")
     assert (sqlstate, message) == ("22023", "malformed worker_id '8b4f59aa'")
     assert hint.startswith("Pass the calling worker's own id, such as '8b4f59aa_3' (container 8b4f59aa, worker 3)")
+
+
+# --- the reason forgotten ---------------------------------------------------------------------------
+
+def test_a_forgotten_reason_gets_42883_with_the_call_to_make_and_the_untyped_calls_are_unchanged(pool):
+    database, proxy_id, token = pool
+    before = state(database)
+    expected = ("42883", f"block_proxy({proxy_id}, {token}) is missing the reason")
+    assert psycopg_error(database, "SELECT block_proxy(%s, %s)", (proxy_id, token))[:2] == expected
+    assert asyncpg_call(database, "SELECT block_proxy($1::bigint, $2::bigint)", proxy_id, token)[:2] == expected
+    hint = psycopg_error(database, f"SELECT block_proxy({proxy_id}, {token})")[3]
+    assert hint.startswith(f"Call block_proxy({proxy_id}, {token}, 'HTTP 403')")
+    assert state(database) == before
+    # An untyped second argument is still the forgotten token, not a forgotten reason.
+    assert psycopg_error(database, f"SELECT block_proxy({proxy_id}, 'HTTP 403')")[1].endswith("is missing the lease_token")
+    with database.connect() as conn:
+        conn.execute("PREPARE two AS SELECT block_proxy($1, $2)")
+        assert conn.execute("SELECT parameter_types::text FROM pg_prepared_statements").fetchone() == ("{bigint,text}",)

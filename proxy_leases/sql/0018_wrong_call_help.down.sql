@@ -3,4 +3,5 @@
 DROP FUNCTION public.release_proxy(bigint);
 DROP FUNCTION public.renew_proxy_lease(bigint);
 DROP FUNCTION public.block_proxy(bigint, text);
+DROP FUNCTION public.block_proxy(bigint, bigint);
 DROP FUNCTION public.raise_if_lease_arguments_swapped(text, bigint, bigint, text, text);

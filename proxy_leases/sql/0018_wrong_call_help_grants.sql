@@ -14,7 +14,8 @@ BEGIN
     FOR v_helper, v_real IN
         VALUES ('public.release_proxy(bigint)'::regprocedure, 'public.release_proxy(bigint, bigint)'::regprocedure),
                ('public.renew_proxy_lease(bigint)', 'public.renew_proxy_lease(bigint, bigint, interval)'),
-               ('public.block_proxy(bigint, text)', 'public.block_proxy(bigint, bigint, text, interval)')
+               ('public.block_proxy(bigint, text)', 'public.block_proxy(bigint, bigint, text, interval)'),
+               ('public.block_proxy(bigint, bigint)', 'public.block_proxy(bigint, bigint, text, interval)')
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_helper);
         FOR v_grantee IN
