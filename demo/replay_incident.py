@@ -46,11 +46,11 @@ from psycopg.rows import dict_row
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from proxy_leases.migrations.pg_cron import MAINTENANCE_COMMAND, job_name  # noqa: E402
 from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres  # noqa: E402
 
 FLEET_DATABASE = "fleet"
-SWEEP_JOB_NAME = f"proxy_leases_sweep.{FLEET_DATABASE}"
-SWEEP_COMMAND = "CALL public.run_lease_maintenance()"
+MAINTENANCE_JOB_NAME = job_name(FLEET_DATABASE)
 DEMO_ORPHAN_GRACE = "5 seconds"
 INCIDENT_CONTAINER = "8b4f59aa"
 CRASHED_CONTAINER = "93816237"
@@ -508,10 +508,10 @@ def shorten_orphan_grace_and_read_the_pool(fleet: psycopg.Connection, expect: Ex
 def show_sweep_job(cron: psycopg.Connection, expect: Expectations) -> int | None:
     row = cron.execute(
         "SELECT jobid, jobname, schedule, database, command FROM cron.job WHERE jobname = %s",
-        (SWEEP_JOB_NAME,),
+        (MAINTENANCE_JOB_NAME,),
     ).fetchone()
     if row is None:
-        expect.expect(f"pg_cron job {SWEEP_JOB_NAME} in database {CRON_DATABASE}", "missing", "present")
+        expect.expect(f"pg_cron job {MAINTENANCE_JOB_NAME} in database {CRON_DATABASE}", "missing", "present")
         return None
     jobid, jobname, schedule, database, command = row
     print(f"pg_cron job (cron.job in database {CRON_DATABASE}):")
@@ -519,7 +519,7 @@ def show_sweep_job(cron: psycopg.Connection, expect: Expectations) -> int | None
     print(f"  command: {command}")
     expect.expect("pg_cron job schedule", schedule, "* * * * *")
     expect.expect("pg_cron job database", database, FLEET_DATABASE)
-    expect.expect("pg_cron job command", command, SWEEP_COMMAND)
+    expect.expect("pg_cron job command", command, MAINTENANCE_COMMAND)
     return jobid
 
 

@@ -33,6 +33,7 @@ from alembic.util import CommandError
 from sqlalchemy import exc
 
 from proxy_leases import __version__
+from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT
 from proxy_leases.migrations.pg_cron import PgCronUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -71,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     shared.add_argument("--cron-history-retention", default=argparse.SUPPRESS,
                         help="how long pg_cron keeps the job's run history (default: 7 days)")
     shared.add_argument("--lock-timeout", default=argparse.SUPPRESS,
-                        help="how long a step may wait for a lock on the fleet's tables (default: 5s)")
+                        help=f"how long a step may wait for a lock on the fleet's tables (default: {DEFAULT_LOCK_TIMEOUT})")
     shared.add_argument("--deploy-wait", default=argparse.SUPPRESS,
                         help="how long to wait for another deploy of this database to end (default: 10min)")
 
@@ -166,11 +167,11 @@ def with_options(config: Config, make) -> str:
 
 
 def fresh_script() -> str:
-    from proxy_leases.migrations import deploy_lock, fresh_install, pg_cron
+    from proxy_leases.migrations import deploy_lock, fresh_install, options, pg_cron
 
-    lock_timeout = fresh_install.duration(
-        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s"))
-    deploy_wait = fresh_install.duration(
+    lock_timeout = options.duration(
+        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT))
+    deploy_wait = options.duration(
         "deploy_wait", pg_cron.option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT))
     plan = fresh_install.build_plan()
     script = fresh_install.fresh_install_script(plan, lock_timeout=lock_timeout, deploy_wait=deploy_wait,
@@ -184,7 +185,7 @@ def fresh_script() -> str:
 def pg_cron_script() -> str:
     from sqlalchemy.engine import make_url
 
-    from proxy_leases.migrations import fresh_install, pg_cron
+    from proxy_leases.migrations import fresh_install, options, pg_cron
 
     url = pg_cron.option("url", "DATABASE_URL")
     if not url:
@@ -197,8 +198,8 @@ def pg_cron_script() -> str:
                          "postgresql://user[:password]@host[:port]/dbname") from None
     if not database:
         raise SystemExit(f"proxy-leases: {url!r} names no database: the pg_cron jobs are named after it and run in it")
-    lock_timeout = fresh_install.duration(
-        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s"))
+    lock_timeout = options.duration(
+        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT))
     script = fresh_install.cron_script(database, lock_timeout=lock_timeout, head=head_revision())
     print(f"proxy-leases: the pg_cron jobs of database {database}: run this script in pg_cron's database "
           "(cron.database_name, usually postgres) as the role that owns the fleet's tables.", file=sys.stderr)

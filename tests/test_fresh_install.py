@@ -235,11 +235,6 @@ def test_the_version_table_is_created_as_alembic_creates_it(fresh_database):
     assert f"INSERT INTO proxy_leases_alembic_version (version_num) VALUES ('{HEAD}');" in script
 
 
-def test_the_duration_check_is_env_pys():
-    env = (ROOT / "proxy_leases" / "migrations" / "env.py").read_text()
-    assert f'DURATION = re.compile(r"{fresh_install.DURATION.pattern}")' in env
-
-
 # --- applied with psql ------------------------------------------------------------------------------------
 
 def test_on_an_empty_database_it_installs_what_the_online_upgrade_does(fresh_database):

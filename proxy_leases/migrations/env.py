@@ -8,7 +8,6 @@ lock from start to end (deploy_lock.py).
 import contextlib
 import logging
 import os
-import re
 
 import psycopg
 from alembic import context
@@ -16,7 +15,7 @@ from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
 from proxy_leases import __version__
-from proxy_leases.migrations import deploy_lock, pg_cron, run_summary
+from proxy_leases.migrations import deploy_lock, options, pg_cron, run_summary
 from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
                                                     move_legacy_record_sql, starting_revision_guard_sql)
 
@@ -47,16 +46,10 @@ def database_url() -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-DURATION = re.compile(r"[0-9]+(\.[0-9]+)? ?(ms|s|min|h|d)")
-
-
 def duration_option(name: str, env: str, default: str) -> str:
     """A duration both a setting (lock_timeout) and an interval accept, checked before anything runs."""
     value = context.get_x_argument(as_dictionary=True).get(name) or os.environ.get(env) or default
-    if not (value == "0" or DURATION.fullmatch(value)):
-        raise SystemExit(f"proxy-leases: {name}={value!r}: expected a number and a unit (ms, s, min, h, d), "
-                         "e.g. 5s or 10min")
-    return value
+    return options.duration(name, value)
 
 
 def lock_timeout() -> str:
@@ -65,14 +58,14 @@ def lock_timeout() -> str:
     Every statement that waits for a lock makes the fleet's statements queue behind it: a revision
     stuck behind a long transaction must fail fast rather than stop every worker.
     """
-    return duration_option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", "5s")
+    return duration_option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT)
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
 (SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, \
-proxy_lease_settings, catalog_tasks or object_tasks (or, for the pg_cron steps 0005, 0009 and 0011, \
-cron.job in pg_cron's database). Most revisions run in one transaction and changed \
-nothing; 0007_lease_api_backfill commits its tokens before validating, and they are kept. Every step \
+proxy_lease_settings, catalog_tasks or object_tasks (or, for a pg_cron step, cron.job in pg_cron's \
+database). Most revisions run in one transaction and changed nothing; one that commits in parts \
+(0007_lease_api_backfill's tokens, an index built CONCURRENTLY) keeps what it committed. Every step \
 is safe to run again, and `proxy-leases current` (or `alembic current`) shows where the database is.
 The database said: {error}
 Find the transaction{where}:
@@ -311,7 +304,7 @@ def migrate(url: str, table: str) -> None:
             with context.begin_transaction():
                 context.run_migrations()
         except exc.OperationalError as error:
-            if getattr(error.orig, "sqlstate", None) in ("55P03", "40P01"):
+            if getattr(error.orig, "sqlstate", None) in options.LOCK_SQLSTATES:
                 where = getattr(error, "proxy_leases_database", None)
                 raise SystemExit(LOCK_TIMEOUT_HELP.format(
                     timeout=lock_timeout(), error=str(error.orig).strip().replace("\n", " "),

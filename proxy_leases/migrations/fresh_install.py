@@ -45,14 +45,12 @@ from sqlalchemy.dialects import postgresql
 
 from proxy_leases import __version__
 from proxy_leases.migrations import deploy_lock, pg_cron, sql_files
+from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT
 from proxy_leases.migrations.pg_cron import _literal
 from proxy_leases.migrations.version_table import LEGACY_TABLE, VERSION_TABLE, legacy_record_query
 
 MIGRATIONS = Path(__file__).resolve().parent
 VERSIONED = re.compile(r"(?P<kind>functions|procedures|views)/(?P<object>[^/]+)\.v(?P<version>[0-9]+)\.sql")
-# The same check as migrations/env.py's for lock_timeout and deploy_wait (tests/test_fresh_install.py
-# compares the two).
-DURATION = re.compile(r"[0-9]+(\.[0-9]+)? ?(ms|s|min|h|d)")
 # The psql variable each guarded step sets before it decides whether it still has to run.
 STEP_VARIABLE = "proxy_leases_step_to_do"
 
@@ -522,13 +520,6 @@ def build_plan(script: ScriptDirectory | None = None) -> Plan:
 # ---------------------------------------------------------------------------------------------------------
 # The scripts.
 
-def duration(name: str, value: str) -> str:
-    if not (value == "0" or DURATION.fullmatch(value)):
-        raise SystemExit(f"proxy-leases: {name}={value!r}: expected a number and a unit (ms, s, min, h, d), "
-                         "e.g. 5s or 10min")
-    return value
-
-
 def version_table_sql(head: str) -> tuple[str, str]:
     """(Alembic's CREATE TABLE for the version table, the INSERT of `head`), as Alembic writes them."""
     from alembic.runtime.migration import MigrationContext
@@ -603,7 +594,7 @@ def _guarded(number: int, total: int, title: str, probe: str, body: list[str]) -
             "\\endif"]
 
 
-def fresh_install_script(plan: Plan | None = None, *, lock_timeout: str = "5s",
+def fresh_install_script(plan: Plan | None = None, *, lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
                          deploy_wait: str = deploy_lock.DEFAULT_WAIT, cron_mode: str = "auto") -> str:
     plan = plan or build_plan()
     total = len(plan.phase1) + 1
@@ -742,7 +733,7 @@ def fresh_install_script(plan: Plan | None = None, *, lock_timeout: str = "5s",
     return "\n".join(lines) + "\n"
 
 
-def cron_script(app_db: str, *, lock_timeout: str = "5s", head: str | None = None) -> str:
+def cron_script(app_db: str, *, lock_timeout: str = DEFAULT_LOCK_TIMEOUT, head: str | None = None) -> str:
     """The head's pg_cron jobs for database `app_db`, to run in pg_cron's database.
 
     Call it inside an Alembic EnvironmentContext: pg_cron.py reads the -x options (cron_schedule,

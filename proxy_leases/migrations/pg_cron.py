@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy import pool
 
+from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT, LOCK_SQLSTATES
+
 log = logging.getLogger("alembic.proxy_leases")
 
 # What the job runs: 0005_sweep_schedule's sweep, then 0009_maintenance_schedule's full maintenance.
@@ -106,7 +108,6 @@ def unavailable(mode: str, message: str, command: str) -> None:
 
 # A lock on cron.job that this second connection cannot have within lock_timeout stops the revision
 # (migrations/env.py then says what to do), whatever the cron mode: it is not pg_cron missing.
-LOCK_TIMEOUT_SQLSTATES = ("55P03", "40P01")
 
 
 def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
@@ -165,7 +166,7 @@ def _cron_transaction(bind: sa.Connection, cron_db: str):
 
 
 def _raise_if_lock_timeout(error: sa.exc.DBAPIError, cron_db: str) -> None:
-    if getattr(error.orig, "sqlstate", None) in LOCK_TIMEOUT_SQLSTATES:
+    if getattr(error.orig, "sqlstate", None) in LOCK_SQLSTATES:
         error.proxy_leases_database = cron_db
         raise error
 
@@ -176,7 +177,7 @@ def _current_database(bind: sa.Connection) -> str:
 
 
 def _lock_timeout() -> str:
-    return context.config.attributes.get("lock_timeout") or "5s"
+    return context.config.attributes.get("lock_timeout") or DEFAULT_LOCK_TIMEOUT
 
 
 def _offline_database() -> str:

@@ -1,0 +1,25 @@
+"""The run's options that more than one module reads, written once: the lock timeout's default, what
+counts as a duration, and the SQLSTATEs of a lock that could not be had.
+
+migrations/env.py (which Alembic runs, and nothing imports), pg_cron.py, fresh_install.py and the
+command all read them from here.
+"""
+
+from __future__ import annotations
+
+import re
+
+# How long a step may wait for a lock on the fleet's tables (README, "Options").
+DEFAULT_LOCK_TIMEOUT = "5s"
+# A duration both a setting (lock_timeout) and an interval accept.
+DURATION = re.compile(r"[0-9]+(\.[0-9]+)? ?(ms|s|min|h|d)")
+# lock_not_available (lock_timeout ran out) and deadlock_detected: a lock that could not be had.
+LOCK_SQLSTATES = ("55P03", "40P01")
+
+
+def duration(name: str, value: str) -> str:
+    """`value`, or a one-line stop naming the option, before anything runs."""
+    if not (value == "0" or DURATION.fullmatch(value)):
+        raise SystemExit(f"proxy-leases: {name}={value!r}: expected a number and a unit (ms, s, min, h, d), "
+                         "e.g. 5s or 10min")
+    return value
