@@ -8,8 +8,9 @@ and why it installs what an online upgrade installs. In short:
 * The plan is recorded, not written by hand: every revision's upgrade() runs, base to head, against a
   stand-in that records which frozen files it runs, and how (in its transaction, outside one, or a
   pg_cron step). A revision that does anything else stops the plan (PlanError) instead of being missed.
-* Of the versioned definitions (functions/, procedures/, views/: name.vN.sql) only the last version run
-  of each object is kept; a version must keep its object's signature, or the older one would survive.
+* Of the versioned definitions (functions/, procedures/, views/: name.vN.sql, logical names as in
+  sql/README.md) only the last version run of each object is kept; a version must keep its object's
+  signature, or the older one would survive.
 * The other files keep their revision order, split in two:
   - phase 1: the files that name no versioned object (tables, columns, settings, backfills, indexes built
     CONCURRENTLY). They run as the replay runs them, each revision's in a transaction of its own (or
