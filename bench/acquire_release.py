@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from tests.helpers import alembic  # noqa: E402
-from tools.throwaway_postgres import ThrowawayPostgres  # noqa: E402
+from bench.harness import SERVER_SETTINGS, Harness  # noqa: E402
 
 PICK = ("SELECT f.id FROM proxies f WHERE NOT f.is_in_use AND f.is_blocked IS NOT TRUE "
         "ORDER BY f.released_at NULLS FIRST, f.id LIMIT 1 FOR UPDATE SKIP LOCKED")
@@ -163,11 +162,9 @@ def main() -> None:
 
     print(f"os.cpu_count() = {os.cpu_count()}: client threads (Python, one GIL) and the server share these cores")
     rows, invariants = [], []
-    with ThrowawayPostgres(preload_pg_cron=False) as pg:
-        with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        alembic(url, "upgrade", args.revision, cron="off")
+    # Without fsync, as the figures these scripts recorded were taken; bench/run.py's scenarios keep it on.
+    with Harness(quick=args.quick, settings=(*SERVER_SETTINGS, "fsync=off")) as harness:
+        url = harness.database("bench", args.revision)
         with psycopg.connect(url, autocommit=True) as conn:
             audit = events_recorded(conn) is not None
             if args.without_audit:

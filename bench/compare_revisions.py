@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import PGBENCH_SCRIPTS, SERVER_SETTINGS, check, insert_proxies, machine  # noqa: E402
 from bench.scenario_acquire import audit_check, last_event_id  # noqa: E402
 from bench.scenario_triggers import MAX_CLIENTS, load  # noqa: E402
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres  # noqa: E402
+from tools.harness import CRON_DATABASE, ThrowawayPostgres  # noqa: E402
 
 SCENARIOS = ("acquire_release", "heartbeat", "heartbeat_renewal_due", "renew", "task_cycle")
 TASKS_DB_PROXIES = 10_000

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.compare_revisions import Server, prepare_tasks, set_up, spread  # noqa: E402
-from tools.throwaway_postgres import CRON_DATABASE  # noqa: E402
+from tools.harness import CRON_DATABASE  # noqa: E402
 
 # Each procedure runs its cycle until ``seconds`` have passed and returns the number of cycles and,
 # per statement, the mean time in microseconds from before the statement to after its COMMIT.

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.helpers import alembic
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic, migrated_database
 
 PGBENCH_SCRIPTS = Path(__file__).resolve().parent / "pgbench"
 LEGACY = "0001_fleet_schema"
@@ -47,13 +46,17 @@ class PgbenchRun:
 
 @dataclass
 class Harness:
-    """One server for a whole benchmark run; ``quick`` makes every scenario small and short."""
+    """One server for a whole benchmark run; ``quick`` makes every scenario small and short.
+
+    ``settings`` are the server's (durable by default; a script measuring without fsync says so in what
+    it prints)."""
 
     quick: bool
+    settings: tuple[str, ...] = SERVER_SETTINGS
     pg: ThrowawayPostgres = field(init=False)
 
     def __enter__(self) -> "Harness":
-        self.pg = ThrowawayPostgres(preload_pg_cron=True, settings=SERVER_SETTINGS)
+        self.pg = ThrowawayPostgres(preload_pg_cron=True, settings=self.settings)
         self.pgbench_binary = os.path.join(self.pg.bindir, "pgbench")
         if not os.access(self.pgbench_binary, os.X_OK):
             raise RuntimeError(f"no pgbench at {self.pgbench_binary}: install the postgresql package of that server")
@@ -76,12 +79,7 @@ class Harness:
 
     def database(self, name: str, revision: str = LEGACY, cron: str = "off") -> str:
         """A new, empty database at ``revision`` (the fleet's tables as they are today by default)."""
-        self.drop(name)
-        with self.connect(CRON_DATABASE) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = self.pg.url(name)
-        alembic(url, "upgrade", revision, cron=cron)
-        return url
+        return migrated_database(self.pg, name, revision, cron=cron).url
 
     def drop(self, name: str) -> None:
         """Drops a scenario's database, and its pg_cron jobs, which would go on running every minute."""

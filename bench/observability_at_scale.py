@@ -46,14 +46,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from tests.helpers import alembic  # noqa: E402
-from tools.throwaway_postgres import ThrowawayPostgres  # noqa: E402
+from bench.harness import SERVER_SETTINGS, Harness  # noqa: E402
 
 TASK_TABLES = ("catalog_tasks", "object_tasks")
 AUDIT_TRIGGERS = ("record_lease_events", "record_lease_events_on_insert", "record_lease_events_on_delete")
@@ -530,11 +529,9 @@ def main() -> None:
     summary: list[tuple[str, str]] = []
     print(f"os.cpu_count() = {os.cpu_count()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    with ThrowawayPostgres(preload_pg_cron=False) as pg:
-        with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        alembic(url, "upgrade", "head", cron="off")
+    # Without fsync, as the figures these scripts recorded were taken; bench/run.py's scenarios keep it on.
+    with Harness(quick=args.quick, settings=(*SERVER_SETTINGS, "fsync=off")) as harness:
+        url = harness.database("bench", "head")
         with psycopg.connect(url, autocommit=True) as conn:
             print(f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]} (fsync=off), "
                   f"{conn.execute('SELECT version_num FROM proxy_leases_alembic_version').fetchone()[0]}")

@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import report, scenario_acquire, scenario_recovery, scenario_size, scenario_sweep, scenario_triggers  # noqa: E402
 from bench.harness import Harness, machine  # noqa: E402
-from tests.helpers import HEAD  # noqa: E402
-from tools.throwaway_postgres import CRON_DATABASE  # noqa: E402
+from tools.harness import CRON_DATABASE, HEAD  # noqa: E402
 
 SCENARIOS = {
     "sweep": scenario_sweep,

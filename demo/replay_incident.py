@@ -30,8 +30,6 @@ Run it from the repository root with the project's interpreter:
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -47,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from proxy_leases.migrations.pg_cron import MAINTENANCE_COMMAND, job_name  # noqa: E402
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres  # noqa: E402
+from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic_cli  # noqa: E402
 
 FLEET_DATABASE = "fleet"
 MAINTENANCE_JOB_NAME = job_name(FLEET_DATABASE)
@@ -453,13 +451,9 @@ def load_incident_state(pg: ThrowawayPostgres) -> None:
 
 
 def run_alembic_upgrade(pg: ThrowawayPostgres) -> bool:
-    env = dict(os.environ, DATABASE_URL=pg.url(FLEET_DATABASE))
-    # The pg_cron defaults an operator gets, whatever the caller's shell says.
-    env.pop("PROXY_LEASES_CRON", None)
-    env.pop("PROXY_LEASES_CRON_SCHEDULE", None)
     print(f"$ DATABASE_URL={pg.url(FLEET_DATABASE)} python -m alembic upgrade head")
-    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    # The options an operator gets by default, whatever the caller's shell says (no PROXY_LEASES_*).
+    result = alembic_cli("upgrade", "head", env={"DATABASE_URL": pg.url(FLEET_DATABASE)})
     output = (result.stdout + result.stderr).splitlines()
     if result.returncode != 0:
         for line in output:

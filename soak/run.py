@@ -14,10 +14,8 @@ itself went wrong (the upgrade failed, or a fault or background job raised: see 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +35,6 @@ from soak.maintenance import Every, feeder, maintenance, operator  # noqa: E402
 from soak.records import Records  # noqa: E402
 from soak.report import render, summary, write_json  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -141,7 +138,7 @@ def main() -> int:
         args.lease, seconds=args.minutes * 60, proxies=args.proxies, sweep=args.sweep,
         sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5), seed=args.seed)
 
-    from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+    from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic_cli
 
     dbname = "fleet"
     print(f"soak: starting a throwaway PostgreSQL with pg_cron; {args.minutes:g} minutes", flush=True)
@@ -151,13 +148,11 @@ def main() -> int:
             conn.execute(f'CREATE DATABASE "{dbname}"')
         url = pg.url(dbname)
         # As a user would: `DATABASE_URL=... alembic upgrade head`, pg_cron required in cron mode.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
         # Every minute whatever the pg_cron version (1.5 and later would get every 10 s): I3's bound
         # counts one sweep period of config.sweep_period.
-        env.update(DATABASE_URL=url, PROXY_LEASES_CRON="require" if config.sweep == "cron" else "off",
-                   PROXY_LEASES_CRON_SCHEDULE="* * * * *")
-        upgrade = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
-                                 capture_output=True, text=True)
+        upgrade = alembic_cli("upgrade", "head", env={
+            "DATABASE_URL": url, "PROXY_LEASES_CRON": "require" if config.sweep == "cron" else "off",
+            "PROXY_LEASES_CRON_SCHEDULE": "* * * * *"})
         if upgrade.returncode != 0:
             print(upgrade.stdout, upgrade.stderr, sep="\n", file=sys.stderr)
             return 2

@@ -23,8 +23,8 @@ import pytest
 from psycopg import sql
 from pytest_postgresql import factories
 
-from tests.helpers import Database, alembic
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres, find_bindir, has_extension, has_library, server_version
+from tools.harness import (CRON_DATABASE, Database, ThrowawayPostgres, alembic, find_bindir, has_extension,
+                           has_library, server_version)
 
 # What needs pg_cron on the session's server: tests that read cron.job, upgrade with cron=auto or
 # require and expect a job, or start a server with pg_cron preloaded. In test_pg_cron.py every test
@@ -110,7 +110,18 @@ def needs_auto_explain(item: pytest.Item) -> bool:
     return any(f"{reader}(" in source for reader in plan_readers(module))
 
 
+# The folders the tests are kept in, by kind (tests/README.md); each test gets its folder's marker.
+KINDS = {
+    "behaviour": "what the installed functions, triggers and views do (scripts/test --quick runs these alone)",
+    "upgrades": "installing, upgrading and removing proxy-leases on a live database",
+    "concurrency": "forced interleavings, many workers at once, and the crash soak",
+    "benchmarks": "the benchmark scripts still run in their quick mode",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for kind, what in KINDS.items():
+        config.addinivalue_line("markers", f"{kind}: {what}")
     config.addinivalue_line("markers", "pg_cron: needs pg_cron on the server (skipped where it is not installed)")
     config.addinivalue_line("markers", "auto_explain: needs the auto_explain module (skipped where it is missing)")
 

@@ -1,112 +1,17 @@
-"""What the tests share: running Alembic as a user would, and talking to one database."""
+"""What only the tests share: checks and waits built on the harness (tools/harness.py), which holds
+the server, the migrated databases and Alembic for the tests, bench/, soak/ and demo/ alike."""
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections import Counter
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
-import psycopg
-from alembic import command
-from alembic.config import Config
-
-ROOT = Path(__file__).resolve().parent.parent
-ALEMBIC_INI = ROOT / "alembic.ini"
-# The newest revision: what `alembic upgrade head` ends at.
-HEAD = "0018_wrong_call_help"
-# How many revisions `upgrade head` runs on an empty database.
-REVISION_COUNT = int(HEAD[:4])
-
-
-def alembic(url: str, verb: str, *args: str, cron: str = "off", **x: str) -> None:
-    """`alembic -x url=... -x cron=... <verb> <args>`, in this process."""
-    x_args = [f"url={url}", f"cron={cron}", *(f"{k}={v}" for k, v in x.items())]
-    config = Config(str(ALEMBIC_INI), cmd_opts=argparse.Namespace(x=x_args))
-    config.attributes["configure_logger"] = False
-    getattr(command, verb)(config, *args)
-
-
-def alembic_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The alembic command line, from the repository root, exactly as the README says."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120,
-    )
-
-
-def proxy_leases_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """The `proxy-leases` command as the package installs it (proxy_leases.cli:main), in a process of its own."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_") and k != "DATABASE_URL"}
-    full_env["PYTHONPATH"] = str(ROOT)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from proxy_leases.cli import main; sys.exit(main())", *args],
-        cwd="/", env=full_env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-@dataclass
-class Database:
-    url: str
-
-    @property
-    def name(self) -> str:
-        return self.url.rsplit("/", 1)[1]
-
-    def connect(self, **kwargs: Any) -> psycopg.Connection:
-        kwargs.setdefault("autocommit", True)
-        return psycopg.connect(self.url, **kwargs)
-
-    def one(self, query: str, params: Any = None) -> Any:
-        with self.connect() as conn:
-            row = conn.execute(query, params).fetchone()
-            return row[0] if row is not None and len(row) == 1 else row
-
-    def all(self, query: str, params: Any = None) -> list[tuple]:
-        with self.connect() as conn:
-            return conn.execute(query, params).fetchall()
-
-    def run(self, query: str, params: Any = None) -> int:
-        with self.connect() as conn:
-            return conn.execute(query, params).rowcount
-
-    def upgrade(self, target: str = "head", **x: str) -> None:
-        alembic(self.url, "upgrade", target, **x)
-
-    def downgrade(self, target: str, **x: str) -> None:
-        alembic(self.url, "downgrade", target, **x)
-
-
-DEMO_DIR = ROOT / "demo"
-
-POOL_FIGURES = """
-SELECT count(*)                                             AS total,
-       count(*) FILTER (WHERE is_in_use)                    AS in_use,
-       count(*) FILTER (WHERE is_blocked)                   AS blocked,
-       count(*) FILTER (WHERE NOT is_in_use AND NOT is_blocked) AS free
-  FROM proxies
-"""
-
-
-def load_legacy_incident(database: Database) -> None:
-    """The fleet's pre-upgrade schema holding the incident report's pool (see demo/)."""
-    with database.connect() as conn:
-        conn.execute((DEMO_DIR / "legacy_schema.sql").read_text())
-        conn.execute((DEMO_DIR / "incident_state.sql").read_text())
-
-
-def pool_figures(database: Database) -> tuple[int, int, int, int]:
-    """(total, in use, blocked, free), as the incident report counts them."""
-    return tuple(database.one(POOL_FIGURES))
+from tools.harness import Database
+# TEMPORARY-REEXPORT until every test imports tools.harness itself
+from tools.harness import (ALEMBIC_INI, DEMO_DIR, HEAD, POOL_FIGURES, REVISION_COUNT, ROOT, alembic,  # noqa: F401,E402
+                           alembic_cli, load_legacy_incident, pool_figures, proxy_leases_cli)
 
 
 def acquire(database: Database, worker: str, lease: str | None = None) -> tuple | None:

@@ -3,7 +3,8 @@
 import psycopg
 import pytest
 
-from tests.helpers import load_legacy_incident, past_the_grace, pool_figures, sweep
+from tests.helpers import past_the_grace, sweep
+from tools.harness import load_legacy_incident, pool_figures
 
 TABLES = ("proxies", "catalog_tasks", "object_tasks")
 # proxy_pool_by_container on the incident (see demo/incident_state.sql): container, workers, proxies

@@ -17,7 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import ROOT, wait_until
+from tests.helpers import wait_until
+from tools.harness import ROOT
 from tools.throwaway_pgbouncer import ThrowawayPgBouncer, find_pgbouncer
 
 WORKER_FILE = ROOT / "examples" / "async_worker.py"

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tools.harness import ROOT
 
 
 def test_every_scenario_runs_and_writes_results_and_plots(tmp_path):

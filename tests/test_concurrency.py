@@ -7,8 +7,6 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import past_the_grace
-
 
 @pytest.fixture
 def pool(db):

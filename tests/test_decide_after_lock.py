@@ -43,8 +43,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import Database, acquire, past_the_grace, sweep
-from tools.throwaway_postgres import CRON_DATABASE
+from tests.helpers import acquire, past_the_grace, sweep
+from tools.harness import CRON_DATABASE, Database
 
 OLD = "0015_input_checks"
 

@@ -15,8 +15,8 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import HEAD, REVISION_COUNT, ROOT, load_legacy_incident, proxy_leases_cli
 from tests.test_migrations import catalog
+from tools.harness import HEAD, REVISION_COUNT, ROOT, load_legacy_incident, proxy_leases_cli
 
 TAKE = "SELECT pg_advisory_lock(hashtext('proxy_leases.upgrade'), 0)"
 RUNNING_UPGRADE = re.compile(r"Running upgrade")

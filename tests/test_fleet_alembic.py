@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (DEMO_DIR, HEAD, ROOT, alembic_cli, past_the_grace, pool_figures, proxy_leases_cli,
-                           sweep)
+from tests.helpers import past_the_grace, sweep
+from tools.harness import DEMO_DIR, HEAD, ROOT, alembic_cli, pool_figures, proxy_leases_cli
 
 FLEET_PROJECT = Path(__file__).resolve().parent / "fleet_project"
 FLEET_REVISION = "3f1c0a2b9d4e"

@@ -287,7 +287,7 @@ def test_types_and_tables_in_the_callers_temporary_schema_are_never_used_by_code
 def test_the_notice_naming_a_role_that_keeps_its_rights_reaches_the_operator_once(fresh_database):
     """README, "Roles and rights": 0014 names each role that keeps its rights in a NOTICE. Online, the
     command passes the server's notices on (psql shows them for the --sql script)."""
-    from tests.helpers import proxy_leases_cli
+    from tools.harness import proxy_leases_cli
 
     database = fresh_database()
     env = {"DATABASE_URL": database.url}

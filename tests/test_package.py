@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from proxy_leases import __version__
-from tests.helpers import HEAD, REVISION_COUNT, ROOT
+from tools.harness import HEAD, REVISION_COUNT, ROOT
 
 
 def run(argv: list, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:

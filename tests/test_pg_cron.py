@@ -8,8 +8,7 @@ import pytest
 
 from proxy_leases.migrations.pg_cron import (MAINTENANCE_COMMAND, PgCronUnavailable, _literal, history_command, history_job_name,
                                 job_name)
-from tests.helpers import HEAD, Database, alembic
-from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
+from tools.harness import CRON_DATABASE, HEAD, Database, ThrowawayPostgres, alembic
 
 
 def jobs(pg_server, dbname=None):

@@ -16,15 +16,12 @@ from typing import Callable
 
 import psycopg
 import pytest
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
-from tests.helpers import ALEMBIC_INI, DEMO_DIR, Database, alembic, alembic_cli, wait_for_lock_wait
+from tests.helpers import wait_for_lock_wait
 from tests.test_migrations import catalog
-from tools.throwaway_postgres import CRON_DATABASE
+from tools.harness import CRON_DATABASE, DEMO_DIR, Database, alembic, alembic_cli, revisions
 
-REVISIONS = [script.revision for script in reversed(list(ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
-                                                     .walk_revisions()))]
+REVISIONS = list(revisions())
 BEFORE = {rev: (REVISIONS[i - 1] if i else "base") for i, rev in enumerate(REVISIONS)}
 # (direction, revision): upgrade goes BEFORE[rev] -> rev, downgrade goes rev -> BEFORE[rev].
 STEPS = [(direction, rev) for rev in REVISIONS for direction in ("upgrade", "downgrade")]

@@ -6,7 +6,8 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import HEAD, POOL_FIGURES, Database, wait_for_lock_wait
+from tests.helpers import wait_for_lock_wait
+from tools.harness import HEAD, POOL_FIGURES, Database
 
 
 def upgrade_in_background(database: Database, outcome: list, **x: str) -> threading.Thread:

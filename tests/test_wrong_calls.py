@@ -17,8 +17,9 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.helpers import ROOT, acquire, executed_plans, plan_nodes
+from tests.helpers import acquire, executed_plans, plan_nodes
 from tests.test_migrations import catalog
+from tools.harness import ROOT
 
 _spec = importlib.util.spec_from_file_location("example_async_worker", ROOT / "examples" / "async_worker.py")
 async_worker = importlib.util.module_from_spec(_spec)
