@@ -67,7 +67,7 @@ def test_every_pinned_name_is_one_file_and_every_file_is_pinned_and_unchanged():
 def test_each_folder_holds_its_kind_of_file():
     sql_dir = sql_files.SQL_DIR
     assert {path.name for path in sql_dir.iterdir()} == {
-        "README.md", "SHA256SUMS", *DEFINITION_FOLDERS, sql_files.REVISIONS, sql_files.HISTORY}
+        "README.md", "SHA256SUMS", sql_files.SCHEMA_FILE, *DEFINITION_FOLDERS, sql_files.REVISIONS, sql_files.HISTORY}
     assert {path.name for path in (sql_dir / sql_files.HISTORY).iterdir() if path.is_file()} == {"README.md"}
     misplaced = []
     for path in sql_files.frozen_files():
