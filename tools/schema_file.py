@@ -7,7 +7,7 @@ pg_dump's three, and the objects in sections (tables, constraints, indexes, func
 rights), pg_dump's order within each. pg_dump's output differs between major versions: the file is
 PostgreSQL 15's, the suite's main server.
 
-    scripts/schema            write the file, from a throwaway PostgreSQL 15 (PG_BINDIR picks the server)
+    scripts/schema            write the file, from a throwaway PostgreSQL 15 (PG_BINDIR names another bin dir)
     scripts/schema --check    only compare: exit 1 and a short diff when the file is not what head makes
 
 tests/test_schema_file.py makes the same dump of the suite's migrated database and compares.
@@ -190,24 +190,19 @@ def difference(committed: str, made: str, limit: int = 40) -> str:
 
 def made_at_head() -> str:
     """The schema file's text from a fresh database upgraded to head on a throwaway PostgreSQL 15."""
-    from alembic import command
-    from alembic.config import Config
+    from tools.harness import ThrowawayPostgres, migrated_database
 
-    from tools.throwaway_postgres import CRON_DATABASE, ThrowawayPostgres
-
-    pg = ThrowawayPostgres(preload_pg_cron=False)
+    # PG_BINDIR when set; else Debian's PostgreSQL 15 when installed beside newer ones; else the newest.
+    debian = f"/usr/lib/postgresql/{MAJOR_VERSION}/bin"
+    bindir = "" if os.environ.get("PG_BINDIR") or not os.path.isfile(os.path.join(debian, "pg_ctl")) else debian
+    pg = ThrowawayPostgres(preload_pg_cron=False, bindir=bindir)
     if pg.major_version != MAJOR_VERSION:
         raise SystemExit(f"scripts/schema: {SHOWN_PATH} is PostgreSQL {MAJOR_VERSION}'s pg_dump output; the server "
                          f"in {pg.bindir} is {pg.version_text}: set PG_BINDIR to a PostgreSQL {MAJOR_VERSION} bin "
                          "directory")
     with pg:
-        with psycopg.connect(pg.url(CRON_DATABASE), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE fleet")
-        config = Config(str(ROOT / "alembic.ini"),
-                        cmd_opts=argparse.Namespace(x=[f"url={pg.url('fleet')}", "cron=off"]))
-        config.attributes["configure_logger"] = False
-        command.upgrade(config, "head")
-        return schema_of(pg.url("fleet"), pg.bindir)
+        database = migrated_database(pg, "fleet", cron="off")
+        return schema_of(database.url, pg.bindir)
 
 
 def main(argv: list[str] | None = None) -> int:
