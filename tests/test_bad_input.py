@@ -1,4 +1,4 @@
-"""The bad input catalogue: every row of the README's table, run against a real database.
+"""The bad input catalogue: every row of the table in docs/bad-input.md, run against a real database.
 
 The table (`| Call | Result |`, see BAD_INPUT_TABLE) is the documentation and the test at once: each
 row is one test. A row's call runs on its own copy of a database where two workers hold proxies
@@ -24,8 +24,8 @@ from psycopg import sql
 from tests.helpers import ROOT, Database, alembic
 from tools.throwaway_postgres import CRON_DATABASE
 
-# Where the table lives: README.md, "Bad input", the first table whose header is `| Call | Result |`.
-BAD_INPUT_TABLE = Path(os.environ.get("PROXY_LEASES_BAD_INPUT_TABLE", ROOT / "README.md"))
+# Where the table lives: docs/bad-input.md, the first table whose header is `| Call | Result |`.
+BAD_INPUT_TABLE = Path(os.environ.get("PROXY_LEASES_BAD_INPUT_TABLE", ROOT / "docs" / "bad-input.md"))
 
 # The tables a bad input must leave exactly as they were.
 WATCHED_TABLES = ("proxies", "catalog_tasks", "object_tasks", "proxy_lease_events", "proxy_lease_settings")

@@ -160,13 +160,13 @@ def test_the_log_line_names_at_most_twenty_containers(pool):
     assert line.endswith("25 container(s): " + ", ".join(f"c{n:02d} (1)" for n in range(20)) + " and 5 more"), line
 
 
-def test_a_monitoring_role_with_only_the_readmes_grant_reads_every_view(pool):
+def test_a_monitoring_role_with_only_the_documented_grant_reads_every_view(pool):
     acquire(pool, "c1_1")                 # held, no task: stuck once the grace has passed
     acquire(pool, "c1_2")
     pool.run("INSERT INTO object_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c1_2', now())")
     past_the_grace(pool)
-    readme = (ROOT / "README.md").read_text()
-    grant = re.search(r"GRANT SELECT ON proxy_pool_status.*? TO monitoring;", readme, re.S).group(0)
+    page = (ROOT / "docs" / "watching.md").read_text()
+    grant = re.search(r"GRANT SELECT ON proxy_pool_status.*? TO monitoring;", page, re.S).group(0)
     pool.run("CREATE ROLE monitoring")
     try:
         pool.run(grant)

@@ -1,4 +1,4 @@
-"""examples/worker.py, exactly as the README shows it, run against a migrated database.
+"""examples/worker.py, exactly as docs/worker.md shows it, run against a migrated database.
 
 The worker is imported from its file (run_worker in threads) or started as `python examples/worker.py`
 (signals). Tests synchronise on events and on the database's state, never on sleeps.
@@ -27,7 +27,7 @@ _spec.loader.exec_module(worker)
 
 @pytest.fixture(autouse=True)
 def scraper_role(db):
-    """The worker connects as a member of proxy_leases_worker and nothing else (README, "Roles and rights")."""
+    """The worker connects as a member of proxy_leases_worker and nothing else (docs/operations.md, "Roles and rights")."""
     db.run("CREATE ROLE scraper LOGIN IN ROLE proxy_leases_worker")
     yield
     db.run("DROP OWNED BY scraper; DROP ROLE scraper")
@@ -329,12 +329,12 @@ def test_a_task_taken_away_while_waiting_for_a_proxy_is_dropped_not_scraped(db):
     assert proxy(db) == (False, None, False, 0)
 
 
-def test_the_readme_shows_this_exact_worker():
-    lines = (ROOT / "README.md").read_text().splitlines()
-    heading = next((i for i, line in enumerate(lines) if line.startswith("### A complete worker")), None)
-    assert heading is not None, "README.md has no '### A complete worker' section"
+def test_the_worker_page_shows_this_exact_worker():
+    lines = (ROOT / "docs" / "worker.md").read_text().splitlines()
+    heading = next((i for i, line in enumerate(lines) if line.startswith("# A complete worker")), None)
+    assert heading is not None, "docs/worker.md has no '# A complete worker' heading"
     block = re.search(r"^```python\n(.*?)^```", "\n".join(lines[heading:]) + "\n", re.S | re.M)
-    assert block, "no ```python block after '### A complete worker'"
+    assert block, "no ```python block after '# A complete worker' in docs/worker.md"
 
     def normalised(text):
         return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
