@@ -11,7 +11,7 @@
     proxy-leases sql --downgrade FROM:TO
 
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
---deploy-wait are the -x options of `alembic` (README, "Options"). Expected failures, the database's
+--deploy-wait are the -x options of `alembic` (docs/install.md, "Options"). Expected failures, the database's
 refusals included, print what happened and what to do (with the SQLSTATE, DETAIL and HINT) and
 exit 1; none prints a traceback. upgrade, downgrade and stamp end with a summary of what they did
 (migrations/run_summary.py) and exit 3 when every revision was applied but nothing will run the
@@ -213,8 +213,9 @@ def refusal(error: psycopg.Error) -> str:
              f"{diag.message_primary or str(error).strip()}"]
     lines += [f"{label}: {text}" for label, text in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint))
               if text]
-    lines.append("The step that failed was rolled back and those before it stay (README, \"What every revision "
-                 "is held to\"); `proxy-leases current` shows where the database is now.")
+    lines.append("The step that failed was rolled back and those before it stay "
+                 "(docs/install.md, \"What every revision is held to\"); `proxy-leases current` shows where the "
+                 "database is now.")
     return "\n".join(lines)
 
 

@@ -129,7 +129,7 @@ def test_cron_auto_given_explicitly_accepts_no_sweeper_and_cron_off_leaves_it_to
     assert off.returncode == 0, off.stderr
     assert summary_of(off.stderr)[-1] == (
         "  pg_cron: left alone (cron=off). Run CALL public.run_lease_maintenance() every minute from your own "
-        "scheduler (README, 'Without pg_cron').")
+        "scheduler (docs/operations.md, 'Without pg_cron').")
 
 
 def test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept(fresh_database, pg_server):
@@ -146,10 +146,10 @@ def test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept(fresh_
         summary = summary_of(removed.stderr)
         assert f"  revision: {HEAD} -> (not installed)" in summary
         assert ("  tables: removed catalog_tasks, object_tasks, proxies, proxy_lease_events, proxy_lease_settings, "
-                "proxy_leases_adopted_tables; kept proxy_leases_alembic_version, empty (README, 'Uninstalling')"
+                "proxy_leases_adopted_tables; kept proxy_leases_alembic_version, empty (docs/install.md, 'Uninstalling')"
                 in summary)
-        assert ("  role proxy_leases_worker: kept, it has members (summary_worker). README 'Uninstalling' shows how "
-                "to drop it") in summary
+        assert ("  role proxy_leases_worker: kept, it has members (summary_worker). docs/install.md, 'Uninstalling' "
+                "shows how to drop it") in summary
         assert summary[-2:] == [f"  pg_cron job {jobid} {name}: removed" for jobid, name in jobs]
     finally:
         database.run("DROP ROLE summary_worker")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-# How long a step may wait for a lock on the fleet's tables (README, "Options").
+# How long a step may wait for a lock on the fleet's tables (docs/install.md, "Options").
 DEFAULT_LOCK_TIMEOUT = "5s"
 # A duration both a setting (lock_timeout) and an interval accept.
 DURATION = re.compile(r"[0-9]+(\.[0-9]+)? ?(ms|s|min|h|d)")

@@ -252,8 +252,8 @@ def schedule_job(op, command, *, name=job_name, schedule: str | None = None, in_
     try:
         app_db, cron_db = _databases(bind)
     except (sa.exc.DBAPIError, SettingsHidden) as error:
-        unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that "
-                          "runs the upgrade needs pg_read_all_settings (see README, 'The pg_cron job')", sql)
+        unavailable(mode, f"could not tell whether pg_cron is preloaded ({error.orig}); the role that runs the "
+                          "upgrade needs pg_read_all_settings (see docs/operations.md, 'The pg_cron job')", sql)
         return
     if cron_db is None:
         unavailable(mode, "pg_cron is not in shared_preload_libraries on this server", sql)

@@ -109,7 +109,7 @@ class RunSummary:
         tables = ([f"adopted {', '.join(adopted)} (kept with their rows)"] if adopted else []) + (
             [f"created {', '.join(created)}"] if created else []) + ([f"removed {', '.join(removed)}"] if removed else [])
         if after.revision is None and self.before.revision is not None and "proxy_leases_alembic_version" in after.tables:
-            tables.append("kept proxy_leases_alembic_version, empty (README, 'Uninstalling')")
+            tables.append("kept proxy_leases_alembic_version, empty (docs/install.md, 'Uninstalling')")
         out.append(f"  tables: {'; '.join(tables) if tables else 'none created or removed'}")
         backfills = [text[len(BACKFILL_MARK):] for _, text in self.notices if text.startswith(BACKFILL_MARK)]
         out += [f"  backfill: {text}" for text in backfills] or ["  backfills: no rows changed"]
@@ -132,7 +132,7 @@ class RunSummary:
                 why = (f"it has members ({', '.join(members)})" if members else
                        "a NOTICE above says why where the downgrade tried: rights in another database, or a role "
                        "this one may not drop; or proxy-leases did not create it")
-                lines.append(f"  role {role}: kept, {why}. README 'Uninstalling' shows how to drop it")
+                lines.append(f"  role {role}: kept, {why}. docs/install.md, 'Uninstalling' shows how to drop it")
             elif now:
                 lines.append(f"  role {role}: present ({', '.join(after.roles[role]) or 'no members'})")
         return lines
@@ -141,7 +141,7 @@ class RunSummary:
         if self.cron_mode == "off":
             if self.needs_sweeper:
                 return ["  pg_cron: left alone (cron=off). Run CALL public.run_lease_maintenance() every minute from "
-                        "your own scheduler (README, 'Without pg_cron')."]
+                        "your own scheduler (docs/operations.md, 'Without pg_cron')."]
             return ["  pg_cron: left alone (cron=off)"]
         state = self.cron or CronState()
         before = {job["jobid"]: job for job in (self.cron_before.jobs if self.cron_before else [])}
@@ -155,7 +155,8 @@ class RunSummary:
                   if jobid not in now and job["jobname"] not in names_now]
         if self.maintenance_job and self.superuser:
             lines.append(f"  warning: the job runs as {self.maintenance_job['username']}, a superuser, because that role "
-                         "ran the upgrade; run it as the role that owns the fleet's tables (README, 'The pg_cron job')")
+                         "ran the upgrade; run it as the role that owns the fleet's tables "
+                         "(docs/operations.md, 'The pg_cron job')")
         if not self.needs_sweeper:
             return lines or ["  pg_cron: no job for this database (none is needed at this revision)"]
         if self.maintenance_job:

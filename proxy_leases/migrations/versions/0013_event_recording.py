@@ -1,7 +1,7 @@
 """A setting to turn the audit trail off: proxy_lease_settings.record_lease_events.
 
-The audit trail takes up to a quarter of the grants a second of a busy pool (README, "Measured").
-Setting record_lease_events to false disables the audit triggers on proxies; true enables them
+The audit trail takes up to a quarter of the grants a second of a busy pool (docs/measurements.md,
+"Measured"). Setting record_lease_events to false disables the audit triggers on proxies; true enables them
 again. Catalog changes only, under the short, retried locks of 0006_lease_api; the new column has a
 constant default, so the settings row is not rewritten. The downgrade turns the trail back on.
 

@@ -1,6 +1,6 @@
 """Input checks: every bad argument and every bad setting gets a clear error that names it.
 
-A catalogue of bad inputs (README, "Bad input") found the few that slipped through: a worker number
+A catalogue of bad inputs (docs/bad-input.md, "Bad input") found the few that slipped through: a worker number
 of any length, intervals so long that adding them to a timestamp overflows (22008 with no hint, or,
 as a setting, every later acquire or requeue failing), a block reason of tabs and newlines, a NULL
 proxy id read as an unknown one, and settings refused only by a constraint's name. New versions of

@@ -4,7 +4,7 @@ PostgreSQL 17 made 'infinity' and '-infinity' valid intervals. Before, they were
 (22007) and never reached a function; from 17 on, acquire_proxy, renew_proxy_lease, block_proxy,
 requeue_stale_tasks and the settings' checking trigger took them into their own checks, which failed
 with 22008 'interval out of range' and no hint. New versions of the five refuse them first, with
-22023 (23514 for a setting), the value and a hint, like any other bad interval (README, "Bad input"). Catalog changes only, under the short, retried locks of
+22023 (23514 for a setting), the value and a hint, like any other bad interval (docs/bad-input.md, "Bad input"). Catalog changes only, under the short, retried locks of
 0006_lease_api.
 
 Revision ID: 0017_finite_intervals

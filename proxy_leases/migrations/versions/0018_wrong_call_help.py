@@ -9,7 +9,7 @@ first) raise 22023 with a hint showing the call in the right order, from
 raise_if_lease_arguments_swapped, which new versions of renew_proxy_lease (it said LP001, "stop
 using this proxy"), release_proxy and block_proxy (they returned false) call only once the pair
 named no row. acquire_proxy and renew_proxy_lease warn, and grant as asked, when an explicit lease
-is shorter than orphan_grace: '30' is 30 seconds. README, "Bad input". Catalog changes only, under
+is shorter than orphan_grace: '30' is 30 seconds. docs/api.md, "Wrong calls". Catalog changes only, under
 the short, retried locks of 0006_lease_api.
 
 Revision ID: 0018_wrong_call_help
