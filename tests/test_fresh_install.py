@@ -18,9 +18,9 @@ import pytest
 
 from proxy_leases.migrations import fresh_install
 from proxy_leases.migrations.pg_cron import MAINTENANCE_COMMAND, history_command, history_job_name, job_name
-from tests.helpers import (HEAD, ROOT, Database, alembic_cli, load_legacy_incident, past_the_grace, pool_figures,
-                           proxy_leases_cli, sweep)
-from tools.throwaway_postgres import CRON_DATABASE
+from tests.helpers import past_the_grace, sweep
+from tools.harness import (CRON_DATABASE, HEAD, ROOT, Database, alembic_cli, load_legacy_incident, pool_figures,
+                           proxy_leases_cli)
 
 # Everything of the catalog that proxy-leases makes, without OIDs or times.
 CATALOG = """

@@ -6,8 +6,7 @@ import psycopg
 import pytest
 
 from proxy_leases.migrations.sql_files import SQL_DIR, pinned_checksums
-from tests.helpers import HEAD, ROOT, alembic_cli
-from tools.throwaway_postgres import CRON_DATABASE
+from tools.harness import CRON_DATABASE, HEAD, ROOT, alembic_cli, revisions
 
 PUBLIC_FUNCTIONS = {
     "release_stuck_proxies",
@@ -150,9 +149,7 @@ def test_round_trip_down_to_base_and_up_again_keeps_an_empty_database_identical(
     assert catalog(database) == installed
 
 
-@pytest.mark.parametrize("step", ["0014_least_privilege", "0013_event_recording", "0012_stuck_rule_set_based", "0011_cron_history_retention", "0010_lease_events", "0009_maintenance_schedule", "0008_pool_indexes", "0007_lease_api_backfill", "0006_lease_api",
-                                  "0005_sweep_schedule", "0004_lease_backfill", "0003_lease",
-                                  "0002_partial_indexes", "0001_fleet_schema"])
+@pytest.mark.parametrize("step", list(reversed(revisions()[:-1])))
 def test_each_revision_downgrades_to_exactly_what_its_predecessor_installed(fresh_database, step):
     reference = fresh_database()
     reference.upgrade(step, cron="off")
