@@ -4,7 +4,7 @@
     scripts/bench --quick              # every scenario, small and short (about a minute), into bench/out/
 
 The full run's figures are medians of several runs; --quick measures each thing once and is there
-so that a test can run every scenario end to end (tests/test_bench_quick.py): its figures mean little.
+so that a test can run every scenario end to end (tests/benchmarks/test_bench_quick.py): its figures mean little.
 --only names scenarios to run (sweep, acquire, triggers, recovery, size); the others' figures are kept
 from the results.json already in the output folder, each with the date and revision it was measured at.
 """

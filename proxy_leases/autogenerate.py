@@ -11,7 +11,7 @@ A fleet that has an include_object of its own combines the two:
 `include_object=proxy_leases.autogenerate.also(own_include_object)`.
 
 Only names proxy-leases owns are hidden, in every revision it ever had; the fleet's own columns
-and indexes on the same tables are compared as before. tests/test_fleet_alembic.py proves the
+and indexes on the same tables are compared as before. tests/upgrades/test_fleet_alembic.py proves the
 list complete: on a database at head, the fleet's autogenerate finds nothing to do.
 """
 

@@ -150,6 +150,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     facts = server_facts()
     bindir, version, has_pg_cron, has_auto_explain = facts or ("", "", True, True)
     for item in items:
+        kind = item.path.parent.name
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.path} is not in a folder of tests/ by kind ({', '.join(KINDS)}): "
+                                    "move it into the one that says what it proves (tests/README.md)")
+        item.add_marker(getattr(pytest.mark, kind))
         if needs_pg_cron(item):
             item.add_marker(pytest.mark.pg_cron)
             if not has_pg_cron:

@@ -10,7 +10,7 @@ PostgreSQL 15's, the suite's main server.
     scripts/schema            write the file, from a throwaway PostgreSQL 15 (PG_BINDIR names another bin dir)
     scripts/schema --check    only compare: exit 1 and a short diff when the file is not what head makes
 
-tests/test_schema_file.py makes the same dump of the suite's migrated database and compares.
+tests/behaviour/test_schema_file.py makes the same dump of the suite's migrated database and compares.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def tidy(dump: str, head: str, major: int) -> str:
         f"-- proxy-leases at head ({head}): every object it installs, as a fresh database at head has it.",
         "--",
         "-- Generated, do not edit: run scripts/schema to regenerate it (tools/schema_file.py);",
-        "-- tests/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump",
+        "-- tests/behaviour/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump",
         f"-- --schema-only --no-owner of PostgreSQL {major}, of a database where `alembic upgrade head` ran",
         "-- (cron=off), tidied. For reading, not for installing: it records no revision, makes none of an",
         "-- upgrade's checks, and its order is a reader's. `proxy-leases upgrade` installs; `proxy-leases sql`",

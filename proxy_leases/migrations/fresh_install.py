@@ -18,7 +18,7 @@ and why it installs what an online upgrade installs. In short:
   - phase 2, one transaction: the head definitions, then the files that name them (triggers, grants,
     comments), then the revision record. A file that names what a phase-2 file creates, or adds columns
     to a table a phase-2 file added columns to (column order), is phase 2 as well.
-* Two explicit rules, each checked by the plan and by tests/test_fresh_install.py:
+* Two explicit rules, each checked by the plan and by tests/upgrades/test_fresh_install.py:
   - REVIEWED_DATA_STEPS: a file that writes rows of a table that had triggers when the replay ran it
     runs here before those triggers exist; what the replay's (frozen) trigger versions did to those
     rows beyond the statement is written next to it, with the SQL that does the same where there was

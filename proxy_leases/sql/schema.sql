@@ -1,7 +1,7 @@
 -- proxy-leases at head (0018_wrong_call_help): every object it installs, as a fresh database at head has it.
 --
 -- Generated, do not edit: run scripts/schema to regenerate it (tools/schema_file.py);
--- tests/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump
+-- tests/behaviour/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump
 -- --schema-only --no-owner of PostgreSQL 15, of a database where `alembic upgrade head` ran
 -- (cron=off), tidied. For reading, not for installing: it records no revision, makes none of an
 -- upgrade's checks, and its order is a reader's. `proxy-leases upgrade` installs; `proxy-leases sql`

@@ -15,7 +15,7 @@ import time
 import psycopg
 import pytest
 
-from tests.test_migrations import catalog
+from tests.helpers import catalog
 from tools.harness import HEAD, REVISION_COUNT, ROOT, load_legacy_incident, proxy_leases_cli
 
 TAKE = "SELECT pg_advisory_lock(hashtext('proxy_leases.upgrade'), 0)"

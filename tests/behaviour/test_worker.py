@@ -17,7 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import ROOT, wait_until
+from tests.helpers import wait_until
+from tools.harness import ROOT
 
 WORKER_FILE = ROOT / "examples" / "worker.py"
 _spec = importlib.util.spec_from_file_location("example_worker", WORKER_FILE)

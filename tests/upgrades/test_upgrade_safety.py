@@ -17,8 +17,7 @@ from typing import Callable
 import psycopg
 import pytest
 
-from tests.helpers import wait_for_lock_wait
-from tests.test_migrations import catalog
+from tests.helpers import catalog, wait_for_lock_wait
 from tools.harness import CRON_DATABASE, DEMO_DIR, Database, alembic, alembic_cli, revisions
 
 REVISIONS = list(revisions())

@@ -11,8 +11,7 @@ import pytest
 
 from proxy_leases.migrations.pg_cron import job_name
 from proxy_leases.migrations.run_summary import NO_SWEEPER_EXIT
-from tests.helpers import HEAD, Database, load_legacy_incident, proxy_leases_cli
-from tools.throwaway_postgres import CRON_DATABASE
+from tools.harness import CRON_DATABASE, HEAD, Database, load_legacy_incident, proxy_leases_cli
 
 OWNER = "summary_owner"
 
@@ -156,7 +155,7 @@ def test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept(fresh_
 
 
 def test_the_sql_script_ends_by_saying_that_it_schedules_nothing(fresh_database):
-    from tests.helpers import alembic_cli
+    from tools.harness import alembic_cli
 
     database = fresh_database()
     script = alembic_cli("upgrade", "head", "--sql", env={"DATABASE_URL": database.url})

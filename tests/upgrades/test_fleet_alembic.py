@@ -1,4 +1,4 @@
-"""proxy-leases beside the fleet's own Alembic history (tests/fleet_project), as a fleet installs it.
+"""proxy-leases beside the fleet's own Alembic history (tests/upgrades/fleet_project), as a fleet installs it.
 
 The fleet's revision lives in alembic_version; proxy-leases' in proxy_leases_alembic_version. Neither
 tool reads the other's, the fleet's row never changes, and the fleet's autogenerate, given the hook

@@ -5,7 +5,8 @@ import re
 import psycopg
 import pytest
 
-from tests.helpers import ROOT, acquire, executed_plans, past_the_grace, scans, sweep
+from tests.helpers import acquire, executed_plans, past_the_grace, scans, sweep
+from tools.harness import ROOT
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import ROOT, Database, alembic
-from tools.throwaway_postgres import CRON_DATABASE
+from tools.harness import CRON_DATABASE, ROOT, Database, alembic
 
 # Where the table lives: docs/bad-input.md, the first table whose header is `| Call | Result |`.
 BAD_INPUT_TABLE = Path(os.environ.get("PROXY_LEASES_BAD_INPUT_TABLE", ROOT / "docs" / "bad-input.md"))

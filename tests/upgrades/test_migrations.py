@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from proxy_leases.migrations.sql_files import SQL_DIR, pinned_checksums
+from tests.helpers import catalog
 from tools.harness import CRON_DATABASE, HEAD, ROOT, alembic_cli, revisions
 
 PUBLIC_FUNCTIONS = {
@@ -36,49 +37,6 @@ PUBLIC_FUNCTIONS = {
     "prune_lease_events",
     "raise_if_lease_arguments_swapped",
 }
-
-
-CATALOG_QUERY = """
-SELECT 'function ' || p.oid::regprocedure || ': ' || md5(pg_get_functiondef(p.oid))
-  FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
-UNION ALL
-SELECT 'trigger ' || tgrelid::regclass || '.' || tgname || ': ' || pg_get_triggerdef(t.oid)
-  FROM pg_trigger t WHERE NOT tgisinternal
-UNION ALL
-SELECT 'index ' || indexrelid::regclass || ': ' || pg_get_indexdef(indexrelid) || ' valid=' || indisvalid
-  FROM pg_index WHERE indrelid::regclass::text IN ('proxies', 'catalog_tasks', 'object_tasks', 'proxy_lease_events')
-UNION ALL
-SELECT 'view ' || c.oid::regclass || ': ' || md5(pg_get_viewdef(c.oid))
-  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
-UNION ALL
-SELECT 'constraint ' || conrelid::regclass || '.' || conname || ': ' || pg_get_constraintdef(oid) || ' valid=' || convalidated
-  FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-UNION ALL
-SELECT 'column ' || attrelid::regclass || '.' || attname || ' ' || format_type(atttypid, atttypmod) || ' notnull=' || attnotnull
-  FROM pg_attribute WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r')
-   AND attnum > 0 AND NOT attisdropped
-UNION ALL
-SELECT 'rights ' || p.oid::regprocedure || ': '
-       || array_to_string(ARRAY(SELECT x::text FROM unnest(coalesce(p.proacl, acldefault('f', p.proowner))) x ORDER BY 1), ' ')
-  FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
-UNION ALL
-SELECT 'rights ' || c.oid::regclass || ': '
-       || array_to_string(ARRAY(SELECT x::text FROM unnest(coalesce(c.relacl, acldefault('r', c.relowner))) x ORDER BY 1), ' ')
-  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v')
-UNION ALL
-SELECT 'rights ' || attrelid::regclass || '.' || attname || ': ' || array_to_string(attacl, ' ')
-  FROM pg_attribute WHERE attacl IS NOT NULL
-   AND attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
-UNION ALL
-SELECT 'comment ' || objoid::regprocedure || ': ' || md5(description)
-  FROM pg_description WHERE classoid = 'pg_proc'::regclass
-   AND objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
-ORDER BY 1
-"""
-
-
-def catalog(database) -> list[str]:
-    return [row[0] for row in database.all(CATALOG_QUERY)]
 
 
 def test_upgrade_on_an_empty_database_creates_the_fleet_tables_and_everything_else(fresh_database):

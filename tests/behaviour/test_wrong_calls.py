@@ -17,8 +17,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.helpers import acquire, executed_plans, plan_nodes
-from tests.test_migrations import catalog
+from tests.helpers import acquire, catalog, executed_plans, plan_nodes
 from tools.harness import ROOT
 
 _spec = importlib.util.spec_from_file_location("example_async_worker", ROOT / "examples" / "async_worker.py")
