@@ -70,7 +70,7 @@ class Server:
 
 
 def alembic(source: Path, url: str, *args: str) -> None:
-    """The alembic command line, run from ``source`` as the README says."""
+    """The alembic command line, run from ``source`` as docs/install.md says."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LEASES_")}
     command = [sys.executable, "-m", "alembic", "-x", f"url={url}", "-x", "cron=off", *args]
     result = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=600)

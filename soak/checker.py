@@ -49,7 +49,7 @@ I3  Every proxy of a dead worker is free within lease_duration + one sweep perio
 I4  The number of proxies never changes: count(*) of proxies in a sample differs from the count at the
     start  [the count seen].
 I5  No row breaks the consistency rule, checked here in the checker's own query, not by trusting the
-    CHECK constraints (sql/0003_lease_columns.sql, 0006_lease_api_columns.sql) or the trigger
+    CHECK constraints (sql/revisions/0003_lease_columns.sql, 0006_lease_api_columns.sql) or the trigger
     tg_proxies__keep_lease_consistent (v3) that enforce it:
       lease        is_in_use is not NULL, and worker_id, leased_at and leased_until are set iff is_in_use;
       token        lease_token is set iff is_in_use;
@@ -58,7 +58,7 @@ I5  No row breaks the consistency rule, checked here in the checker's own query,
       renewal      a held proxy has leased_at <= renewed_at and leased_until > leased_at; a free one has
                    no renewed_at;
       strikes      strike_count >= 0, and below quarantine_after_strikes unless blocked (reaching it blocks);
-      worker_id    a holder's id is <container_id>_<n> (README, "The contract");
+      worker_id    a holder's id is <container_id>_<n> (docs/install.md, "The contract");
       token_order  a proxy's token never goes down from one sample to the next (a later grant of a
                    proxy always carries a larger token)  [proxy, rule, token].
 I6  A renewal or release succeeds only while the lease it names runs, on the database's clock as it is

@@ -60,7 +60,7 @@ class SoakConfig:
     # skips: the fleet must end them. Below the lease, so the sweep after the lease end finds the row unlocked.
     idle_in_transaction_timeout: float = 10.0
     # The login role workers connect as, made a member of proxy_leases_worker and nothing else for the
-    # run (README, "Roles and rights"); None: the URL's own role.
+    # run (docs/operations.md, "Roles and rights"); None: the URL's own role.
     worker_role: str | None = "soak_worker"
     seed: int | None = None
 

@@ -1,8 +1,8 @@
 """examples/worker.py, unchanged, with its connections observed and gated.
 
-The README's worker is the contract, so the soak runs that very file: it is loaded as a module of its
-own and its `psycopg` name is pointed at a shim whose connect() returns an ObservedConnection. Nothing
-in run_worker changes. Each statement of a worker
+The documented worker (examples/worker.py, docs/worker.md) is the contract, so the soak runs that very
+file: it is loaded as a module of its own and its `psycopg` name is pointed at a shim whose connect()
+returns an ObservedConnection. Nothing in run_worker changes. Each statement of a worker
   - passes the worker's gate first: a paused or dead worker sends nothing (soak/gate.py);
   - is observed: what acquire_proxy granted (and when it was asked), which renew_proxy_lease,
     release_proxy and block_proxy calls succeeded and which were fenced out, the leased_until a

@@ -305,7 +305,7 @@ def test_a_takeover_ends_the_old_grant_when_the_new_one_begins(pool):
                     (mark,))
     new_grant_at = pool.one("SELECT leased_at FROM proxies WHERE id = %s", (proxy_id,))
     assert rows == [("released", "taken_over", "c1_1", new_grant_at), ("granted", "direct_update", "other_1", new_grant_at)]
-    # The README's "who held it at T" query: at the takeover itself, and after it, the new holder.
+    # docs/watching.md's "who held it at T" query: at the takeover itself, and after it, the new holder.
     for moment in (new_grant_at, "infinity"):
         assert pool.one("SELECT event || ' ' || worker_id FROM proxy_lease_events WHERE proxy_id = %s "
                         "AND event IN ('granted', 'released') AND occurred_at <= %s "

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import acquire
 
-# The README's CLAIM, as a worker runs it.
+# The fleet's claim of a task, as its workers run it (examples/worker.py).
 CLAIM = """UPDATE catalog_tasks SET status = 'processing', worker_id = %s, heartbeat_at = now()
             WHERE id = (SELECT id FROM catalog_tasks WHERE status = 'pending' ORDER BY id LIMIT 1
                         FOR UPDATE SKIP LOCKED)
@@ -285,7 +285,7 @@ def test_types_and_tables_in_the_callers_temporary_schema_are_never_used_by_code
 
 
 def test_the_notice_naming_a_role_that_keeps_its_rights_reaches_the_operator_once(fresh_database):
-    """README, "Roles and rights": 0014 names each role that keeps its rights in a NOTICE. Online, the
+    """docs/operations.md, "Roles and rights": 0014 names each role that keeps its rights in a NOTICE. Online, the
     command passes the server's notices on (psql shows them for the --sql script)."""
     from tools.harness import proxy_leases_cli
 

@@ -4,7 +4,7 @@ Each wrong call is made as the fleet makes calls: through psycopg (its own param
 as in psql) and through asyncpg (server-side prepared statements whose parameters are untyped until
 PostgreSQL picks the function). Each gets its SQLSTATE, a message naming the values, and a HINT with
 the right call; nothing changes. The helpers must never take a correct call, and a worker must get
-them, not "permission denied". The README's "Bad input" table runs the same calls from psql's side.
+them, not "permission denied". The "Bad input" catalogue (docs/bad-input.md) runs the same calls from psql's side.
 """
 
 from __future__ import annotations

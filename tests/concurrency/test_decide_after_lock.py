@@ -636,7 +636,7 @@ def test_a_ban_lasts_as_long_whether_or_not_the_sweep_freed_the_proxy_first(db):
     same ban: the ban must not depend on whether the sweep came first.
 
     Two workers, the same story: an operator blocks the proxy they hold for a minute (an UPDATE, as
-    the README allows), their leases run out, and each reports a 1-hour ban from the site. The sweep
+    the fleet's own code may), their leases run out, and each reports a 1-hour ban from the site. The sweep
     has freed the first one's proxy by then, not yet the second's.
     """
     stock_the_pool(db)

@@ -211,7 +211,7 @@ def test_a_changed_frozen_file_stops_the_upgrade(tmp_path, monkeypatch):
 
 
 def psql(url: str, script: str) -> subprocess.CompletedProcess:
-    """As the README says to apply a script: no -v ON_ERROR_STOP=1; the script sets it itself."""
+    """As docs/install.md says to apply a script: no -v ON_ERROR_STOP=1; the script sets it itself."""
     return subprocess.run(["psql", "-X", "-q", "-f", "-", url], input=script, capture_output=True, text=True,
                           timeout=300)
 

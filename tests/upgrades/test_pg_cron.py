@@ -198,7 +198,7 @@ def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_gr
         assert "pg_read_all_settings" in caplog.text
         assert jobs(pg_server, database.name) == []
 
-        # The grants the README lists, given by a superuser once.
+        # The grants docs/operations.md lists, given by a superuser once.
         with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
             conn.execute("GRANT pg_read_all_settings TO fleet_owner")
             conn.execute("GRANT USAGE ON SCHEMA cron TO fleet_owner")

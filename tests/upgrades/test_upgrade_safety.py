@@ -153,7 +153,7 @@ def cron_same_name(job: str) -> Blocker:
 
 
 def cron_paused(job: str) -> Blocker:
-    return Blocker("cron_paused", f"an uncommitted cron.alter_job pausing {job}.<db> (README, 'pause it')",
+    return Blocker("cron_paused", f"an uncommitted cron.alter_job pausing {job}.<db> (docs/operations.md, 'The pg_cron job')",
                    f"SELECT cron.alter_job(jobid, active := false) FROM cron.job WHERE jobname = '{job}.' || %(db)s",
                    True)
 
@@ -198,7 +198,7 @@ UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "
                                       "lock on them, and creates only tables of its own",
 }
-CONCURRENT = {(direction, rev): "CREATE/DROP INDEX CONCURRENTLY: exempt from lock_timeout by design (README, "
+CONCURRENT = {(direction, rev): "CREATE/DROP INDEX CONCURRENTLY: exempt from lock_timeout by design (docs/install.md, "
                                 "'The revisions'); it waits for older transactions but blocks nobody meanwhile"
               for direction, rev in STEPS if rev in CONCURRENT_REVISIONS}
 
@@ -403,7 +403,7 @@ CREATE TRIGGER inject_fail_version BEFORE INSERT OR UPDATE OR DELETE ON proxy_le
 """
 REMOVE_FAIL_AT_THE_END = "DROP TRIGGER inject_fail_version ON proxy_leases_alembic_version; DROP FUNCTION public.inject_fail_version()"
 
-# The steps that commit part of their work before they end, by design (README, "The revisions"):
+# The steps that commit part of their work before they end, by design (docs/install.md, "The revisions"):
 # what a failure after that point may leave behind, besides which the database must be as it was.
 INDEXES = {"0002_partial_indexes": ("catalog_tasks_processing_worker_idx", "object_tasks_processing_worker_idx",
                                     "proxies_held_worker_idx"),

@@ -214,7 +214,7 @@ class Fleet:
                 assert released is None or released[0] is True, f"{worker} could not release proxy {proxy_id}"
 
     def legacy_worker(self, worker: str) -> None:
-        """README, 'What the fleet's code must respect': a take of free proxies only, a release of its own."""
+        """docs/install.md, 'What the fleet's code must respect': a take of free proxies only, a release of its own."""
         with self.database.connect() as conn:
             conn.execute("SET statement_timeout = '60s'")
             while not self.stop.is_set():
@@ -272,7 +272,7 @@ def test_workers_keep_acquiring_and_releasing_while_the_lease_revisions_go_up_do
                              ("downgrade", LEASE_API), ("upgrade", "head")):
             step_began = time.monotonic()
             # Six workers with no pause between calls leave few moments when all four tables are free:
-            # a step may need more than the default 5 s to find one (README). Each attempt still holds
+            # a step may need more than the default 5 s to find one (docs/install.md, 'Options'). Each attempt still holds
             # the fleet up for about 200 ms at most: the stall bound below checks it, with room for a
             # loaded machine.
             getattr(database, verb)(target, lock_timeout="30s")
