@@ -435,11 +435,12 @@ def committed_part(direction: str, rev: str, before: dict, after: dict) -> None:
 
 
 PARTLY_COMMITTED = {(d, r) for d, r in STEPS if r in INDEXES} | {("upgrade", "0007_lease_api_backfill")}
+# The steps injected in the middle only: every other step, a new revision's included, is also failed at
+# its end, when Alembic records it.
+MIDDLE_ONLY = {"0001_fleet_schema", "0004_lease_backfill", "0012_stuck_rule_set_based"}
 INJECTIONS = ([(d, r, "middle") for d, r in STEPS if r not in CRON_REVISIONS]
               + [(d, r, "end") for d, r in STEPS if r in CRON_REVISIONS or (d, r) in PARTLY_COMMITTED
-                 or r in ("0003_lease", "0006_lease_api", "0010_lease_events", "0013_event_recording",
-                         "0014_least_privilege", "0015_input_checks", "0016_decide_after_lock",
-                         "0017_finite_intervals", "0018_wrong_call_help")])
+                 or r not in MIDDLE_ONLY])
 
 
 @pytest.mark.parametrize("direction, rev, where", INJECTIONS, ids=[f"{d}-{r}-{w}" for d, r, w in INJECTIONS])
