@@ -62,17 +62,17 @@ def lock_timeout() -> str:
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
-(SQLSTATE 55P03 or 40P01): a transaction that has been open for a while holds proxies, \
+(SQLSTATE {sqlstates}): a transaction that has been open for a while holds proxies, \
 proxy_lease_settings, catalog_tasks or object_tasks (or, for a pg_cron step, cron.job in pg_cron's \
 database). Most revisions run in one transaction and changed nothing; one that commits in parts \
-(0007_lease_api_backfill's tokens, an index built CONCURRENTLY) keeps what it committed. Every step \
+(a backfill's tokens, an index built CONCURRENTLY) keeps what it committed. Every step \
 is safe to run again, and `proxy-leases current` (or `alembic current`) shows where the database is.
 The database said: {error}
 Find the transaction{where}:
   SELECT pid, xact_start, state, left(query, 80) FROM pg_stat_activity
    WHERE xact_start < now() - interval '{timeout}' ORDER BY xact_start;
 then run the same command again when it has ended, or give it longer with --lock-timeout 30s
-(alembic: -x lock_timeout=30s)."""
+(alembic: -x lock_timeout=30s).""".replace("{sqlstates}", " or ".join(options.LOCK_SQLSTATES))
 
 
 def connect_args() -> dict:

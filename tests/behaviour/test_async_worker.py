@@ -30,7 +30,7 @@ LISTENING = 'LISTEN "proxy_available"'  # what asyncpg's add_listener sends
 
 @pytest.fixture(autouse=True)
 def scraper_role(db):
-    """The worker connects as a member of proxy_leases_worker and nothing else (README, "Roles and rights")."""
+    """The worker connects as a member of proxy_leases_worker and nothing else (docs/operations.md, "Roles and rights")."""
     db.run("CREATE ROLE scraper LOGIN IN ROLE proxy_leases_worker")
     yield
     db.run("DROP OWNED BY scraper; DROP ROLE scraper")

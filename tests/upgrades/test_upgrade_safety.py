@@ -17,6 +17,7 @@ from typing import Callable
 import psycopg
 import pytest
 
+from proxy_leases.migrations import fresh_install, sql_files
 from tests.helpers import catalog, wait_for_lock_wait
 from tools.harness import CRON_DATABASE, DEMO_DIR, Database, alembic, alembic_cli, revisions
 
@@ -26,8 +27,12 @@ BEFORE = {rev: (REVISIONS[i - 1] if i else "base") for i, rev in enumerate(REVIS
 STEPS = [(direction, rev) for rev in REVISIONS for direction in ("upgrade", "downgrade")]
 STEP_IDS = [f"{direction}-{rev}" for direction, rev in STEPS]
 
-CRON_REVISIONS = {"0005_sweep_schedule", "0009_maintenance_schedule", "0011_cron_history_retention"}
-CONCURRENT_REVISIONS = {"0002_partial_indexes", "0008_pool_indexes"}
+# What each revision's upgrade() does, recorded without a database (the fresh-install plan's recorder):
+# the revisions that schedule pg_cron jobs, and those that build indexes CONCURRENTLY, outside a transaction.
+RECORDED_STEPS = fresh_install.recorded_steps()[1]
+CRON_REVISIONS = {step.revision for step in RECORDED_STEPS if step.kind == "cron"}
+CONCURRENT_REVISIONS = {step.revision for step in RECORDED_STEPS if step.kind == "outside"
+                        and any("CONCURRENTLY" in sql_files.read_sql(name) for name in step.files)}
 LOCK_TIMEOUT = "1s"
 BOUND = 15.0  # seconds a blocked step may take, all of it: connecting, waiting lock_timeout, rolling back
 
