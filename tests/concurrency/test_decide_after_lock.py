@@ -7,7 +7,7 @@ thread, and is seen waiting for that lock by its backend pid (pg_stat_activity a
 lock in pg_locks); then X commits or rolls back, and what the call did is checked. The only sleeps
 let a short lease run out, measured on the database's clock, while the call waits.
 
-The cases, as the issue numbers them:
+The cases, numbered as docs/concurrency.md cites them:
   1. acquire_proxy hands back a proxy blocked while it waited;
   2. acquire_proxy brings back a lease that ran out while it waited;
   3. renew_proxy_lease, release_proxy and block_proxy act on a lease that ran out while they waited;
