@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic, migrated_database
+from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic, drop_database, migrated_database
 
 PGBENCH_SCRIPTS = Path(__file__).resolve().parent / "pgbench"
 LEGACY = "0001_fleet_schema"
@@ -83,9 +83,7 @@ class Harness:
 
     def drop(self, name: str) -> None:
         """Drops a scenario's database, and its pg_cron jobs, which would go on running every minute."""
-        with self.connect(CRON_DATABASE) as conn:
-            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (name,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(self.pg, name)
 
     def upgrade(self, name: str, revision: str = "head", cron: str = "off") -> None:
         alembic(self.pg.url(name), "upgrade", revision, cron=cron)

@@ -169,10 +169,8 @@ def with_options(config: Config, make) -> str:
 def fresh_script() -> str:
     from proxy_leases.migrations import deploy_lock, fresh_install, options, pg_cron
 
-    lock_timeout = options.duration(
-        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT))
-    deploy_wait = options.duration(
-        "deploy_wait", pg_cron.option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT))
+    lock_timeout = options.lock_timeout()
+    deploy_wait = options.duration_option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT)
     plan = fresh_install.build_plan()
     script = fresh_install.fresh_install_script(plan, lock_timeout=lock_timeout, deploy_wait=deploy_wait,
                                                 cron_mode=pg_cron.cron_mode())
@@ -198,9 +196,7 @@ def pg_cron_script() -> str:
                          "postgresql://user[:password]@host[:port]/dbname") from None
     if not database:
         raise SystemExit(f"proxy-leases: {url!r} names no database: the pg_cron jobs are named after it and run in it")
-    lock_timeout = options.duration(
-        "lock_timeout", pg_cron.option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT))
-    script = fresh_install.cron_script(database, lock_timeout=lock_timeout, head=head_revision())
+    script = fresh_install.cron_script(database, lock_timeout=options.lock_timeout(), head=head_revision())
     print(f"proxy-leases: the pg_cron jobs of database {database}: run this script in pg_cron's database "
           "(cron.database_name, usually postgres) as the role that owns the fleet's tables.", file=sys.stderr)
     return script

@@ -23,8 +23,8 @@ import pytest
 from psycopg import sql
 from pytest_postgresql import factories
 
-from tools.harness import (CRON_DATABASE, Database, ThrowawayPostgres, alembic, find_bindir, has_extension,
-                           has_library, server_version)
+from tools.harness import (CRON_DATABASE, Database, ThrowawayPostgres, alembic, drop_database, find_bindir,
+                           has_extension, has_library, server_version)
 
 # What needs pg_cron on the session's server: tests that read cron.job, upgrade with cron=auto or
 # require and expect a job, or start a server with pg_cron preloaded. In test_pg_cron.py every test
@@ -218,9 +218,5 @@ def fresh_database(pg_server: Server) -> Iterator[Callable[[], Database]]:
         return Database(pg_server.url(name))
 
     yield make
-    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
-        for name in made:
-            conn.execute(
-                "SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (name,)
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    for name in made:
+        drop_database(pg_server, name)

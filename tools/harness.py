@@ -35,7 +35,7 @@ from tools.throwaway_postgres import (CRON_DATABASE, SUPERUSER, ThrowawayPostgre
 
 __all__ = [
     "ALEMBIC_INI", "CRON_DATABASE", "DEMO_DIR", "HEAD", "POOL_FIGURES", "REVISION_COUNT", "ROOT", "SUPERUSER",
-    "Database", "ThrowawayPostgres", "alembic", "alembic_cli", "alembic_config", "find_bindir", "has_extension",
+    "Database", "ThrowawayPostgres", "alembic", "alembic_cli", "alembic_config", "drop_database", "find_bindir", "has_extension",
     "has_library", "load_legacy_incident", "migrated_database", "pool_figures", "proxy_leases_cli", "revisions",
     "server_version",
 ]
@@ -128,13 +128,19 @@ class Database:
         alembic(self.url, "downgrade", target, **x)
 
 
-def migrated_database(server: ThrowawayPostgres, name: str, revision: str = "head", cron: str = "off") -> Database:
-    """A new database `name` on `server` (an old one of that name, and its pg_cron jobs, dropped first),
-    upgraded to `revision` by Alembic in this process."""
+def drop_database(server: ThrowawayPostgres, name: str) -> None:
+    """Drop database `name` if it is there, with its pg_cron jobs, which would otherwise go on running."""
     with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0]:
             conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s", (name,))
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def migrated_database(server: ThrowawayPostgres, name: str, revision: str = "head", cron: str = "off") -> Database:
+    """A new database `name` on `server` (an old one of that name, and its pg_cron jobs, dropped first),
+    upgraded to `revision` by Alembic in this process."""
+    drop_database(server, name)
+    with psycopg.connect(server.url(CRON_DATABASE), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database = Database(server.url(name))
     alembic(database.url, "upgrade", revision, cron=cron)

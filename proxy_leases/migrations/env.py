@@ -46,19 +46,13 @@ def database_url() -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def duration_option(name: str, env: str, default: str) -> str:
-    """A duration both a setting (lock_timeout) and an interval accept, checked before anything runs."""
-    value = context.get_x_argument(as_dictionary=True).get(name) or os.environ.get(env) or default
-    return options.duration(name, value)
-
-
 def lock_timeout() -> str:
     """How long a revision may wait for a lock on the fleet's tables before it gives up cleanly.
 
     Every statement that waits for a lock makes the fleet's statements queue behind it: a revision
     stuck behind a long transaction must fail fast rather than stop every worker.
     """
-    return duration_option("lock_timeout", "PROXY_LEASES_LOCK_TIMEOUT", options.DEFAULT_LOCK_TIMEOUT)
+    return options.lock_timeout()
 
 
 LOCK_TIMEOUT_HELP = """proxy-leases: a revision could not take its locks within lock_timeout={timeout} \
@@ -82,7 +76,7 @@ def connect_args() -> dict:
 
 def deploy_wait() -> str:
     """How long a deploy waits for another one to finish before it gives up, changing nothing."""
-    return duration_option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT)
+    return options.duration_option("deploy_wait", "PROXY_LEASES_DEPLOY_WAIT", deploy_lock.DEFAULT_WAIT)
 
 
 config.attributes["lock_timeout"] = lock_timeout()

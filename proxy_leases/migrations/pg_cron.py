@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 
 import sqlalchemy as sa
 from alembic import context
 from sqlalchemy import pool
 
-from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT, LOCK_SQLSTATES
+from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT, LOCK_SQLSTATES, option
 
 log = logging.getLogger("alembic.proxy_leases")
 
@@ -82,10 +81,6 @@ def history_retention() -> str:
     return retention
 
 
-def option(name: str, env: str, default: str | None = None) -> str | None:
-    return context.get_x_argument(as_dictionary=True).get(name) or os.environ.get(env) or default
-
-
 def cron_mode() -> str:
     mode = option("cron", "PROXY_LEASES_CRON", "auto")
     if mode not in MODES:
@@ -104,10 +99,6 @@ def unavailable(mode: str, message: str, command: str) -> None:
     if mode == "require":
         raise PgCronUnavailable(message + " (cron=require was given, so the upgrade stops here)")
     log.debug("%s; %r is not scheduled by this step", message, command)
-
-
-# A lock on cron.job that this second connection cannot have within lock_timeout stops the revision
-# (migrations/env.py then says what to do), whatever the cron mode: it is not pg_cron missing.
 
 
 def _cron_engine(bind: sa.Connection, cron_db: str) -> sa.Engine:
@@ -166,6 +157,8 @@ def _cron_transaction(bind: sa.Connection, cron_db: str):
 
 
 def _raise_if_lock_timeout(error: sa.exc.DBAPIError, cron_db: str) -> None:
+    """A lock on cron.job that this second connection cannot have within lock_timeout stops the revision
+    (migrations/env.py then says what to do), whatever the cron mode: it is not pg_cron missing."""
     if getattr(error.orig, "sqlstate", None) in LOCK_SQLSTATES:
         error.proxy_leases_database = cron_db
         raise error
