@@ -73,8 +73,9 @@ def test_a_heartbeat_renews_the_lease_of_the_workers_proxy(pool):
     pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1' WHERE id = 1")
     pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_2' WHERE id = 2")
     pool.run("UPDATE proxies SET leased_until = now() + interval '10 seconds' WHERE id IN (1, 2)")
+    # Its last heartbeat was a renewal slot ago (a tenth of lease_duration): this one is the slot's first.
     task = pool.one("INSERT INTO catalog_tasks (status, worker_id, heartbeat_at) "
-                    "VALUES ('processing', 'c0ffee_1', now()) RETURNING id")
+                    "VALUES ('processing', 'c0ffee_1', now() - interval '1 minute') RETURNING id")
 
     pool.run("UPDATE catalog_tasks SET heartbeat_at = now() WHERE id = %s", (task,))
 
@@ -85,10 +86,12 @@ def test_a_heartbeat_renews_the_lease_of_the_workers_proxy(pool):
 def test_a_heartbeat_of_an_object_task_renews_too_and_skips_a_fresh_lease(pool):
     pool.run("UPDATE proxies SET is_in_use = true, worker_id = 'c0ffee_1' WHERE id = 1")
     before = pool.one("SELECT leased_until FROM proxies WHERE id = 1")
-    pool.run("INSERT INTO object_tasks (status, worker_id, heartbeat_at) VALUES ('processing', 'c0ffee_1', now())")
+    pool.run("INSERT INTO object_tasks (status, worker_id, heartbeat_at) "
+             "VALUES ('processing', 'c0ffee_1', now() - interval '1 minute')")
     pool.run("UPDATE object_tasks SET heartbeat_at = now()")
     assert pool.one("SELECT leased_until FROM proxies WHERE id = 1") == before  # more than 90% left: no write
     pool.run("UPDATE proxies SET leased_until = now() + interval '1 minute' WHERE id = 1")
+    pool.run("UPDATE object_tasks SET heartbeat_at = heartbeat_at - interval '1 minute'")  # back a slot: no renewal
     pool.run("UPDATE object_tasks SET heartbeat_at = now()")
     assert pool.one("SELECT leased_until > now() + interval '4 minutes' FROM proxies WHERE id = 1") is True
 

@@ -88,3 +88,33 @@ def test_one_statement_requeueing_a_whole_container_frees_all_its_proxies(db):
         "WHERE status = 'processing' AND heartbeat_at < now() - interval '5 minutes'")
     assert freed_by_heartbeat_manager == 15
     assert db.one("SELECT count(*) FROM proxies WHERE is_in_use") == 0
+
+
+# (the other task of WORKER: table, status, worker) -> does WORKER keep its proxy when task 1 finishes?
+OTHER_TASKS = [
+    (None, None, None),
+    ("catalog_tasks", "processing", WORKER),
+    ("object_tasks", "processing", WORKER),
+    ("catalog_tasks", "done", WORKER),
+    ("object_tasks", "pending", WORKER),
+    ("object_tasks", "processing", "8b4f59aa_33"),   # another worker of the same container
+    ("catalog_tasks", "processing", None),
+]
+
+
+@pytest.mark.parametrize("table, status, worker", OTHER_TASKS)
+def test_the_trigger_and_worker_has_processing_task_agree(held, table, status, worker):
+    """Since v6 the trigger writes the rule of worker_has_processing_task out (the function is planned
+    again in every transaction that calls it): both must say the same about the worker."""
+    db, task = held
+    if table:
+        db.run(f"INSERT INTO {table} (status, worker_id, heartbeat_at) VALUES (%s, %s, now())", (status, worker))
+    db.run("UPDATE catalog_tasks SET status = 'done' WHERE id = %s", (task,))
+    still_alive = db.one("SELECT worker_has_processing_task(%s)", (WORKER,))
+    assert holder(db) == (WORKER if still_alive else None)
+    assert still_alive is (status == "processing" and worker == WORKER)
+
+
+def test_the_trigger_calls_no_function_to_ask_about_the_worker(db):
+    assert "worker_has_processing_task(" not in db.one(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'tg_tasks__release_proxy_on_task_exit'")

@@ -426,8 +426,10 @@ def fleet_transaction(db: Database, isolation: psycopg.IsolationLevel, write: st
     task = add_task(db, "c5_1")
     other, _, other_token, _ = acquire(db, "c5_2")
     add_task(db, "c5_2")
-    # A heartbeat renews once more than a tenth of lease_duration (5 minutes) has passed.
+    # A heartbeat renews once more than a tenth of lease_duration (5 minutes) has passed, and only the
+    # first heartbeat of a renewal slot (a tenth too) tries: the task's last one goes back a slot.
     db.run("UPDATE proxies SET leased_until = clock_timestamp() + interval '1 minute' WHERE id = %s", (proxy,))
+    db.run("UPDATE catalog_tasks SET heartbeat_at = heartbeat_at - interval '1 minute' WHERE id = %s", (task,))
     heartbeat_before = db.one("SELECT heartbeat_at FROM catalog_tasks WHERE id = %s", (task,))
     mark = event_mark(db)
     with db.connect(autocommit=False) as fleet:

@@ -19,6 +19,8 @@ PUBLIC_FUNCTIONS = {
     "tg_proxy_lease_settings__keep_the_row",
     "tg_proxy_lease_settings__apply_event_recording",
     "tg_proxy_lease_settings__reject_bad_values",
+    "tg_proxy_lease_settings__place_heartbeat_triggers",
+    "place_heartbeat_triggers",
     "tg_proxies__announce_available",
     "tg_proxies__announce_inserted",
     "proxy_address",

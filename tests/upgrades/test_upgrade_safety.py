@@ -198,6 +198,10 @@ BLOCKERS: dict[tuple[str, str], list[Blocker]] = {
     ("downgrade", "0017_finite_intervals"): [WORKER_HEARTBEAT],
     ("upgrade", "0018_wrong_call_help"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
     ("downgrade", "0018_wrong_call_help"): [WORKER_HEARTBEAT],
+    ("upgrade", "0019_heartbeat_slots"): [WORKER_HEARTBEAT, SETTINGS_READER],
+    ("downgrade", "0019_heartbeat_slots"): [WORKER_HEARTBEAT],
+    ("upgrade", "0020_task_exit_inline_rule"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0020_task_exit_inline_rule"): [WORKER_HEARTBEAT],
 }
 UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "
