@@ -20,6 +20,14 @@ WAY_LABELS = {
 }
 
 
+# The fleet's statements measured by scenario 3: label, and the target share of today's throughput.
+TRIGGER_SCRIPTS: dict[str, tuple[str, float | None]] = {
+    "heartbeat": ("Heartbeat, the fleet's statement unchanged", 0.95),
+    "heartbeat_every_3s": ("Heartbeat at a fleet's cadence (3 s apart)", None),
+    "task_cycle": ("The legacy task cycle (take by UPDATE, claim, finish, give back)", 0.8),
+}
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -38,6 +46,11 @@ def times(value: float) -> str:
 
 def rate(value: float) -> str:
     return f"{value:,.0f} /s"
+
+
+def rate_and_spread(values: list[float]) -> str:
+    """A throughput cell: the median, then the lowest and highest run."""
+    return f"{rate(median(values))} ({min(values):,.0f}–{max(values):,.0f})"
 
 
 class Report:
@@ -90,9 +103,11 @@ class Report:
         growth = largest["sweep_stuck_ms"] / smallest["sweep_stuck_ms"]
         at = f"at {largest['proxies']:,} proxies"
         self.target(f"Sweep ≥ 1000× faster than the report's query {at} (server times)", times(ratio), ratio >= 1000)
-        self.target(f"Sweep under 1 ms {at} (server time; client {ms(largest['sweep_stuck_client_ms'])}, "
-                    f"in a new session {ms(largest['sweep_stuck_first_call_ms'])})",
-                    ms(largest["sweep_stuck_ms"]), largest["sweep_stuck_ms"] < 1)
+        self.target(f"Sweep freeing {data['stuck']} ≤ 0.5 ms {at} (server time; client "
+                    f"{ms(largest['sweep_stuck_client_ms'])}, in a new session {ms(largest['sweep_stuck_first_call_ms'])})",
+                    ms(largest["sweep_stuck_ms"]), largest["sweep_stuck_ms"] <= 0.5)
+        self.target(f"Finding the stuck proxies < 0.1 ms {at} (the sweep with nothing to free, server time)",
+                    ms(largest["sweep_idle_ms"]), largest["sweep_idle_ms"] < 0.1)
         self.target(f"Sweep grows < 2× from {smallest['proxies']:,} to {largest['proxies']:,} proxies",
                     times(growth), growth < 2)
         figure, axes = plt.subplots(figsize=(7, 4.2))
@@ -124,6 +139,8 @@ class Report:
                  "two UPDATEs once more at head. Each cell: median (lowest–highest run). "
                  "Scripts: `bench/pgbench/`.", "")
         worst_share, naive_misses = 1e9, []
+        share_misses: list[str] = []
+        lowest: dict[bool, float] = {}
         for pool in pools:
             self.add(f"### Pool of {pool:,} proxies", "",
                      "| K | " + " | ".join(WAY_LABELS[w] for w in ways) + " | lease API / limit |",
@@ -132,6 +149,10 @@ class Report:
                 ours, limit = cells[(pool, k, "acquire_release")], cells[(pool, k, "two_updates")]
                 share = ours / limit
                 worst_share = min(worst_share, share)
+                floor = 0.5 if k <= 4 else 0.35
+                lowest[k <= 4] = min(lowest.get(k <= 4, 1e9), share)
+                if share < floor:
+                    share_misses.append(f"K={k}, pool {pool:,}: {share:.0%}")
                 if k >= 2:
                     for naive in ("naive_for_update", "naive_subselect"):
                         if ours <= cells[(pool, k, naive)]:
@@ -153,7 +174,11 @@ class Report:
                        for pool in pools for k in clients]
         self.add(f"The audit trail's share of the lease API's cycle: from {min(audit_costs):.0%} to "
                  f"{max(audit_costs):.0%} by cell (1 − with / without).", "")
-        self.target("Lease API ≥ 50 % of the limit at every K", f"lowest {worst_share:.0%}", worst_share >= 0.5)
+        self.target("acquire_proxy + release_proxy ≥ 50 % of the two-UPDATE limit at K = 1, 2, 4 and ≥ 35 % at "
+                    "K = 8, 16",
+                    "lowest " + ", ".join(f"{lowest[small]:.0%} at K {'≤ 4' if small else '≥ 8'}"
+                                          for small in (True, False) if small in lowest)
+                    + (f"; below: {', '.join(share_misses)}" if share_misses else ""), not share_misses)
         self.target("Ahead of both naive forms at every K ≥ 2",
                     "; ".join(naive_misses) if naive_misses else "ahead in every cell", not naive_misses)
         self.target("Zero double grants (from the audit trail)", f"{doubles} in {grants:,} grants", doubles == 0)
@@ -171,34 +196,68 @@ class Report:
         self.plot("acquire.png", figure)
 
     def triggers(self, data: dict) -> None:
-        cells = {(c["script"], c["clients"], c["side"]): median(c["cycles_per_second"]) for c in data["cells"]}
+        runs = {(c["script"], c["clients"], c["side"]): c["cycles_per_second"] for c in data["cells"]}
+        cells = {key: median(values) for key, values in runs.items()}
         clients = sorted({k for _, k, _ in cells})
-        self.add("## 3. Trigger and heartbeat overhead", "",
-                 "The fleet's own statements, unchanged (`bench/pgbench/heartbeat.sql`, `task_cycle.sql`), on "
-                 "today's schema and at head, same data; pgbench, "
-                 f"{data['seconds']} s per run, median of {data['runs']} runs. A task cycle is four transactions: "
-                 "claim the task, take the proxy, finish the task (at head the trigger frees the proxy here), give "
-                 "the proxy back. No heartbeat renews a lease in these runs: a renewal waits until a tenth of "
-                 "lease_duration (5 minutes) has passed, longer than a run, so each heartbeat pays the check only, "
-                 "as most do in the fleet (one in 6 to 15 renews, with a heartbeat every 2 to 5 s).", "",
-                 "| Statement | K | Today's schema | Head | Throughput lost |", "|---|---:|---:|---:|---:|")
-        worst = 0.0
-        for script in ("heartbeat", "task_cycle"):
+        scripts = [script for script in TRIGGER_SCRIPTS if any(key[0] == script for key in cells)]
+        self.add("## 3. The fleet's own statements: today's schema vs head", "",
+                 "The fleet's own statements, unchanged, on today's schema and at head, same data (10,000 proxies, "
+                 "100,000 tasks); pgbench, "
+                 f"{data['seconds']} s per run, median of {data['runs']} runs, the two sides interleaved. "
+                 "`heartbeat.sql` is the heartbeat with the server's clock, each client beating as fast as it can: "
+                 "at head only the first heartbeat of a task in each renewal slot (a tenth of lease_duration, 30 s) "
+                 "runs the renewal trigger, so nearly none do. `heartbeat_every_3s.sql` is the same UPDATE with "
+                 "heartbeat_at 3 s on from the client's last, a worker beating every 3 s played back at full "
+                 "speed: one in ten runs the renewal trigger, which finds the lease fresh. A task cycle is four "
+                 "transactions: claim the task, take the proxy, finish the task (at head the trigger frees the proxy "
+                 "here, and the audit trail records the grant and the release), give the proxy back. Each cell: "
+                 "median (lowest–highest run).", "",
+                 "| Statement | K | Today's schema | Head | Head / today | Target |", "|---|---:|---:|---:|---:|---:|")
+        misses: dict[str, list[str]] = {}
+        lowest: dict[str, float] = {}
+        for script in scripts:
             for k in clients:
                 without, with_ = cells[(script, k, "without")], cells[(script, k, "with")]
-                overhead = 1 - with_ / without
-                worst = max(worst, overhead)
-                self.add(f"| {script} | {k} | {rate(without)} | {rate(with_)} | {overhead:.1%} |")
+                share = with_ / without
+                floor = TRIGGER_SCRIPTS[script][1]
+                lowest[script] = min(lowest.get(script, 1e9), share)
+                if floor is not None and share < floor:
+                    misses.setdefault(script, []).append(f"K={k}: {share:.2f}×")
+                self.add(f"| {script} | {k} | {rate_and_spread(runs[(script, k, 'without')])} | "
+                         f"{rate_and_spread(runs[(script, k, 'with')])} | {share:.2f}× | "
+                         f"{'—' if floor is None else f'≥ {floor:.2f}×'} |")
         self.add("", f"Proxies freed by the task-exit trigger at head during these runs: "
                      f"{data['released_on_task_exit']:,}.", "")
-        self.target("Triggers and heartbeats ≤ 10 % slower", f"worst {worst:.1%}", worst <= 0.10)
+        for script, (label, floor) in TRIGGER_SCRIPTS.items():
+            if floor is not None and script in lowest:
+                self.target(f"{label} ≥ {floor:.2f}× of today's schema at K = {', '.join(map(str, clients))}",
+                            f"lowest {lowest[script]:.2f}×" + (f" ({', '.join(misses[script])})"
+                                                              if script in misses else ""),
+                            script not in misses)
         figure, axes = plt.subplots(figsize=(7, 4.2))
-        groups = [(script, k) for script in ("heartbeat", "task_cycle") for k in clients]
+        for script in scripts:
+            line = axes.plot(clients, [cells[(script, k, "with")] / cells[(script, k, "without")] for k in clients],
+                             "o-", label=TRIGGER_SCRIPTS[script][0])
+            floor = TRIGGER_SCRIPTS[script][1]
+            if floor is not None:
+                axes.axhline(floor, color=line[0].get_color(), linestyle=":", linewidth=1)
+        axes.axhline(1.0, color="grey", linewidth=0.8)
+        axes.set_xscale("log", base=2)
+        axes.minorticks_off()
+        axes.set(xticks=clients, xticklabels=[str(k) for k in clients], xlabel="clients (K)", ylim=(0, 1.2),
+                 ylabel="head / today's schema (throughput)",
+                 title="What proxy-leases costs the fleet's own statements\n(dotted: the targets)")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8, loc="lower left")
+        self.plot("fleet_cost.png", figure)
+        figure, axes = plt.subplots(figsize=(8, 4.2))
+        groups = [(script, k) for script in scripts for k in clients]
         positions = range(len(groups))
         for offset, side, label in ((-0.2, "without", "today's schema"), (0.2, "with", "head (the project's triggers)")):
             axes.bar([p + offset for p in positions], [cells[(script, k, side)] for script, k in groups], 0.4,
                      label=label)
-        axes.set_xticks(list(positions), [f"{script}\nK={k}" for script, k in groups])
+        axes.set_xticks(list(positions), [f"{script.replace('_every', chr(10) + 'every')}\nK={k}"
+                                          for script, k in groups], fontsize=7)
         axes.set(ylabel="cycles per second (median)", title="The fleet's statements, with and without the triggers")
         axes.legend()
         self.plot("triggers.png", figure)
@@ -261,6 +320,64 @@ class Report:
         self.add("", f"Audit trail: {data['events']:,} events, {(events['bytes'] + indexes) / data['events']:.0f} bytes "
                      "per event with its indexes.", "")
 
+    def peers(self, data: dict) -> None:
+        runs = {(c["system"], c["clients"]): c["cycles_per_second"] for c in data["cells"]}
+        cells = {key: median(values) for key, values in runs.items()}
+        clients = sorted({k for _, k in cells})
+        versions = data["versions"]
+        self.add("## 6. Against other PostgreSQL queues", "",
+                 "One claim-and-finish cycle per pgbench transaction pair, each system doing what its own worker "
+                 f"sends, on the same server in the same run; {data['seconds']} s per run, median of {data['runs']} "
+                 "runs, each run on a fresh copy of a prefilled database, the systems taking turns. Each cell: "
+                 "median (lowest–highest run). Every run is checked: the jobs finished (grants made) equal the "
+                 "cycles pgbench counted, and jobs were left.", "",
+                 "| System | Its cycle (two transactions) | Rows written per cycle | NOTIFY |", "|---|---|---|---|",
+                 f"| proxy-leases (head) | `acquire_proxy(worker)`, then `release_proxy(id, token)` "
+                 f"(`bench/pgbench/acquire_release.sql`), pool of {data['proxies']:,} proxies, audit trail on | "
+                 "the proxy row twice (non-HOT: the free-pool index), two proxy_lease_events rows | one, when the "
+                 "proxy is free again |",
+                 f"| procrastinate {versions['procrastinate']} | `procrastinate_fetch_job_v2(NULL, worker)`, then "
+                 "`procrastinate_finish_job_v1(id, 'succeeded', false)` (its default: the job row is kept; "
+                 f"`bench/pgbench/peer_procrastinate.sql`), {data['jobs']:,} jobs queued | the job row twice "
+                 "(non-HOT: status indexes), two procrastinate_events rows | none |",
+                 f"| pgqueuer {versions['pgqueuer']} | its dequeue CTE with batch_size 1, then its log_jobs CTE "
+                 f"(`bench/pgbench/peer_pgqueuer.sql`), {data['jobs']:,} jobs queued | the job row updated, then "
+                 "deleted; two pgqueuer_log rows | one per finish |", "",
+                 "Installed from PyPI into `.venv-peers`, each schema by its own command (`procrastinate schema "
+                 "--read`, `pgq sql install --durability durable`), into a database of its own. Not measured: what "
+                 "each worker does besides (heartbeats, health checks, pgqueuer's log aggregation every 30 s, "
+                 "procrastinate's pool adding an empty query, BEGIN and COMMIT around each statement), and "
+                 "pgqueuer's default batch of ten jobs per dequeue, which is another kind of cycle.", "",
+                 "| K | proxy-leases | procrastinate | pgqueuer | proxy-leases / the faster peer |",
+                 "|---:|---:|---:|---:|---:|")
+        behind = []
+        for k in clients:
+            ours = cells[("proxy_leases", k)]
+            best = max(cells[("procrastinate", k)], cells[("pgqueuer", k)])
+            if ours <= best:
+                behind.append(f"K={k}: {rate(ours)} vs {rate(best)}")
+            self.add(f"| {k} | " + " | ".join(rate_and_spread(runs[(system, k)])
+                                              for system in ("proxy_leases", "procrastinate", "pgqueuer"))
+                     + f" | {ours / best:.2f}× |")
+        self.add("")
+        self.target(f"Ahead of procrastinate {versions['procrastinate']} and pgqueuer {versions['pgqueuer']} at every "
+                    "K (one claim and finish per cycle)",
+                    "; ".join(behind) if behind else "ahead at every K, by "
+                    f"{min(cells[('proxy_leases', k)] / max(cells[('procrastinate', k)], cells[('pgqueuer', k)]) for k in clients):.2f}× "
+                    "at least", not behind)
+        figure, axes = plt.subplots(figsize=(7, 4.2))
+        for system, label in (("proxy_leases", "proxy-leases: acquire_proxy + release_proxy"),
+                              ("procrastinate", f"procrastinate {versions['procrastinate']}: fetch + finish"),
+                              ("pgqueuer", f"pgqueuer {versions['pgqueuer']}: dequeue + log_jobs")):
+            axes.plot(clients, [cells[(system, k)] for k in clients], "o-", label=label)
+        axes.set_xscale("log", base=2)
+        axes.minorticks_off()
+        axes.set(xticks=clients, xticklabels=[str(k) for k in clients], xlabel="clients (K)",
+                 ylabel="cycles per second (median)", title="One claim and finish per cycle, same server")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+        self.plot("peers.png", figure)
+
     # -- the whole page --------------------------------------------------------------------------
 
     def render(self) -> str:
@@ -283,7 +400,7 @@ class Report:
 
 def write(results: dict, output: Path) -> list[Path]:
     report = Report(results, output)
-    for name in ("sweep", "acquire", "triggers", "recovery", "size"):
+    for name in ("sweep", "acquire", "triggers", "recovery", "size", "peers"):
         if name in results["scenarios"]:
             getattr(report, name)(results["scenarios"][name])
     path = output / "results.md"

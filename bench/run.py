@@ -5,7 +5,7 @@
 
 The full run's figures are medians of several runs; --quick measures each thing once and is there
 so that a test can run every scenario end to end (tests/benchmarks/test_bench_quick.py): its figures mean little.
---only names scenarios to run (sweep, acquire, triggers, recovery, size); the others' figures are kept
+--only names scenarios to run (sweep, acquire, triggers, recovery, size, peers); the others' figures are kept
 from the results.json already in the output folder, each with the date and revision it was measured at.
 """
 
@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import report, scenario_acquire, scenario_recovery, scenario_size, scenario_sweep, scenario_triggers  # noqa: E402
+from bench import (  # noqa: E402
+    report, scenario_acquire, scenario_peers, scenario_recovery, scenario_size, scenario_sweep, scenario_triggers,
+)
 from bench.harness import Harness, machine  # noqa: E402
 from tools.harness import CRON_DATABASE, HEAD  # noqa: E402
 
@@ -29,6 +31,7 @@ SCENARIOS = {
     "triggers": scenario_triggers,
     "recovery": scenario_recovery,
     "size": scenario_size,
+    "peers": scenario_peers,
 }
 
 

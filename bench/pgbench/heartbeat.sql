@@ -1,5 +1,7 @@
 -- A worker's task heartbeat, as the fleet sends it. Client n owns task n + 1 (in processing) and
--- proxy n + 1. With the project's triggers it also renews the proxy's lease, once a tenth of the
--- lease has passed since the last renewal (see tg_tasks__renew_proxy_lease_on_heartbeat).
+-- proxy n + 1. At head only the first heartbeat of a task in each renewal slot (a tenth of the
+-- 5-minute lease_duration) runs the renewal trigger (place_heartbeat_triggers); a client here beats
+-- thousands of times a second, so nearly every heartbeat is its own UPDATE and nothing more. A
+-- fleet's cadence is heartbeat_every_3s.sql.
 \set task_id :client_id + 1
 UPDATE catalog_tasks SET heartbeat_at = clock_timestamp() WHERE id = :task_id;

@@ -16,7 +16,7 @@ def test_every_scenario_runs_and_writes_results_and_plots(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["scenarios"]) == {"sweep", "acquire", "triggers", "recovery", "size"}
+    assert set(results["scenarios"]) == {"sweep", "acquire", "triggers", "recovery", "size", "peers"}
 
     audits = results["scenarios"]["acquire"]["audits"]
     assert audits and all(a["grants"] > 0 and a["double_grants"] == a["reused_tokens"] == 0 for a in audits)
@@ -24,13 +24,16 @@ def test_every_scenario_runs_and_writes_results_and_plots(tmp_path):
     for path, reason in (("trigger", "requeued"), ("lease", "lease_expired")):
         (one,) = recovery["paths"][path]
         assert 0 < one["recovered_s"] <= recovery["bound_s"] and one["reasons"] == [reason], (path, one)
+    peers = {(cell["system"], cell["clients"]) for cell in results["scenarios"]["peers"]["cells"]}
+    assert peers == {(system, k) for system in ("proxy_leases", "procrastinate", "pgqueuer") for k in (1, 2)}
 
     page = (tmp_path / "results.md").read_text()
     for heading in ("## Targets", "## 1. Sweep cost vs size", "## 2. Acquisition throughput",
-                    "## 3. Trigger and heartbeat overhead", "## 4. Recovery time", "## 5. Size"):
+                    "## 3. The fleet's own statements: today's schema vs head", "## 4. Recovery time", "## 5. Size",
+                    "## 6. Against other PostgreSQL queues"):
         assert heading in page
-    assert len(re.findall(r"\*\*(met|missed)\*\*", page)) == 8, page
-    for plot in ("sweep.png", "acquire.png", "triggers.png", "recovery.png"):
+    assert len(re.findall(r"\*\*(met|missed)\*\*", page)) == 11, page
+    for plot in ("sweep.png", "acquire.png", "fleet_cost.png", "triggers.png", "recovery.png", "peers.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG"), plot
         assert f"]({plot})" in page
 
