@@ -124,8 +124,7 @@ class Report:
 
     def acquire(self, data: dict) -> None:
         cells = {(c["pool"], c["clients"], c["way"]): median(c["cycles_per_second"]) for c in data["cells"]}
-        spread = {(c["pool"], c["clients"], c["way"]): (min(c["cycles_per_second"]), max(c["cycles_per_second"]))
-                  for c in data["cells"]}
+        runs = {(c["pool"], c["clients"], c["way"]): c["cycles_per_second"] for c in data["cells"]}
         ways = [way for way in WAY_LABELS if any(key[2] == way for key in cells)]
         pools = sorted({pool for pool, _, _ in cells})
         clients = sorted({k for _, k, _ in cells})
@@ -158,9 +157,8 @@ class Report:
                         if ours <= cells[(pool, k, naive)]:
                             naive_misses.append(f"{naive} at K={k}, pool {pool:,}: {rate(cells[(pool, k, naive)])} "
                                                 f"vs {rate(ours)}")
-                self.add(f"| {k} | " + " | ".join(
-                    f"{rate(cells[(pool, k, w)])} ({spread[(pool, k, w)][0]:,.0f}–{spread[(pool, k, w)][1]:,.0f})"
-                    for w in ways) + f" | {share:.0%} |")
+                self.add(f"| {k} | " + " | ".join(rate_and_spread(runs[(pool, k, w)]) for w in ways)
+                         + f" | {share:.0%} |")
             self.add("")
         self.add(f"Audit trail read back after every run of the lease API: {grants:,} grants, {doubles} double "
                  "grants or reused tokens.", "")
