@@ -104,7 +104,11 @@ def rows(database: Database) -> list[tuple]:
     found = database.all(PROXY_ROWS)
     for table in ("catalog_tasks", "object_tasks"):
         found += database.all(TASK_ROWS.format(table=table))
-    found += database.all("SELECT event, reason, proxy_id FROM proxy_lease_events ORDER BY id")
+    # In the order of their transactions; within one, in a fixed order: one statement's rows (a sweep's
+    # releases) are written in the order of its plan, which autovacuum's ANALYZE can change in one
+    # database and not the other.
+    found += database.all("SELECT event, reason, proxy_id FROM proxy_lease_events "
+                          "ORDER BY xmin::text::bigint, event, reason, proxy_id")
     return found
 
 
