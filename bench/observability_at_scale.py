@@ -15,6 +15,7 @@ Every grant is moved back past orphan_grace, so the stuck proxies are stuck now.
      ANALYZE, and every statement they run, nested ones included (auto_explain): the task tables
      must be read only through *_processing_worker_idx (never a Seq Scan), and the by-container view
      must not scan proxies sequentially. The figures must match the load.
+     Then SELECT * FROM proxy_leases_health, the same way (its free-pool figure must match the load).
   2. --grants acquire_proxy + release_proxy pairs in a server-side loop (a DO block committing every
      1,000): bytes per event (pg_total_relation_size('proxy_lease_events') growth / events added,
      and by relation).
@@ -280,6 +281,20 @@ def status_views(conn: psycopg.Connection, expected: dict[str, int], runs: int, 
             check(tuple(row) == want, f"{view}: figures = {want}")
 
 
+def health_view(conn: psycopg.Connection, expected: dict[str, int], runs: int, summary: list) -> None:
+    """proxy_leases_health, as `proxy-leases check` and a probe read it."""
+    query = "SELECT * FROM proxy_leases_health"
+    print(f"\n== {query}")
+    took = timed(conn, query, runs)
+    print(f"  median {statistics.median(took):.2f} ms, p95 {p95(took):.2f} ms, min {min(took):.2f} ms ({runs} calls)")
+    summary.append((query, f"median {statistics.median(took):.2f} ms, p95 {p95(took):.2f} ms"))
+    explain(conn, query)
+    for name, ok, value, threshold in conn.execute("SELECT name, ok, value, threshold FROM proxy_leases_health"):
+        print(f"  {'ok  ' if ok else 'FAIL'} {name}: {value} ({threshold})")
+    free = conn.execute("SELECT value FROM proxy_leases_health WHERE name = 'free_pool_above_floor'").fetchone()[0]
+    check(free == f"{expected['free']} free of {expected['total']}", f"proxy_leases_health: {free!r} matches the load")
+
+
 def event_size_and_trigger_cost(conn: psycopg.Connection, pairs: int, summary: list) -> None:
     print(f"\n== {pairs:,} acquire_proxy + release_proxy pairs, server-side (DO block, COMMIT every 1,000)")
     rows_before = conn.execute("SELECT count(*) FROM proxy_lease_events").fetchone()[0]
@@ -542,6 +557,7 @@ def main() -> None:
                   f"and free) and {args.tasks:,} tasks ({expected['processing']:,} in processing) "
                   f"in {time.perf_counter() - started:.0f} s")
             status_views(conn, expected, args.runs, summary)
+            health_view(conn, expected, args.runs, summary)
             event_size_and_trigger_cost(conn, args.grants, summary)
             audit_ab(conn, args.ab_pairs, summary)
             recovery_by_hour(conn, args.events, args.reclaims, args.runs, summary)

@@ -9,6 +9,8 @@
     proxy-leases sql FROM:TO        Alembic's replay of the revisions after FROM, for an installed database
     proxy-leases sql --replay [REV] the replay from base (to head, or REV)
     proxy-leases sql --downgrade FROM:TO
+    proxy-leases check              the health checks (proxy_leases_health); exit 1 if one fails, 2 if it cannot tell
+    proxy-leases status             the pool: total, in use, blocked, free, stuck, and by container
 
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
 --deploy-wait are the -x options of `alembic` (docs/install.md, "Options"). Expected failures, the database's
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import exc
 
-from proxy_leases import __version__
+from proxy_leases import __version__, health
 from proxy_leases.migrations.options import DEFAULT_LOCK_TIMEOUT
 from proxy_leases.migrations.pg_cron import PgCronUnavailable
 
@@ -94,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     for action in shared._actions:
         if "--cron" not in action.option_strings:
             sql_shared._add_action(action)
+    verbs.add_parser("check", parents=[shared],
+                     help="the health checks: exit 0 all pass, 1 one fails, 2 no proxy-leases at this head here")
+    verbs.add_parser("status", parents=[shared], help="the pool: total, in use, blocked, free, stuck; by container")
     sql = verbs.add_parser("sql", parents=[sql_shared],
                            help="print the install, an upgrade, a downgrade or the pg_cron jobs as a psql script")
     sql.add_argument("revision", nargs="?", default=None,
@@ -221,6 +227,9 @@ QUIET = ("Context impl ", "Will assume ")
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
+    if options.verb in ("check", "status"):
+        return health.run(options.verb, getattr(options, "url", None) or os.environ.get("DATABASE_URL"),
+                          head_revision())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: not record.getMessage().startswith(QUIET))

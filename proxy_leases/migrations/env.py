@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy import create_engine, exc, pool
 from sqlalchemy.engine import make_url
 
-from proxy_leases import __version__
+from proxy_leases import __version__, connection
 from proxy_leases.migrations import deploy_lock, options, pg_cron, run_summary
 from proxy_leases.migrations.version_table import (LEGACY_TABLE, OLD_LAYOUT_QUERY, VERSION_TABLE, legacy_record_query,
                                                     move_legacy_record_sql, starting_revision_guard_sql)
@@ -27,23 +27,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def database_url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit(
-            "proxy-leases: no database given. Set DATABASE_URL=postgresql://user@host:port/dbname "
-            "(or pass --url to proxy-leases, -x url=... to alembic)."
-        )
-    try:
-        parsed = make_url(url)
-        parsed.port  # noqa: B018 -- a port that is not a number fails here, not in the middle of a run
-    except (exc.ArgumentError, ValueError):
-        raise SystemExit("proxy-leases: the database URL is not a URL: expected "
-                         "postgresql://user[:password]@host[:port]/dbname") from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise SystemExit(f"proxy-leases: {parsed.render_as_string(hide_password=True)} is not a PostgreSQL "
-                         "URL: expected postgresql://user[:password]@host[:port]/dbname")
-    # Whatever driver the fleet's URL names (psycopg2, asyncpg), proxy-leases runs on psycopg 3.
-    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return connection.psycopg_url(context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL"))
 
 
 def lock_timeout() -> str:
@@ -100,15 +84,7 @@ def known_revisions() -> list[str]:
 
 def connect_directly(url: str) -> psycopg.Connection:
     """The run's first connection: a failure to connect is one clear line, not a traceback."""
-    parsed = make_url(url)
-    try:
-        return psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False),
-                               autocommit=True, application_name=deploy_lock.application_name())
-    except psycopg.OperationalError as error:
-        where = f"{parsed.host or 'the local socket'}:{parsed.port or 5432}"
-        words = " ".join(str(error).split())
-        raise SystemExit(f"proxy-leases: cannot connect to PostgreSQL at {where} "
-                         f"(database {parsed.database or '(libpq default)'}, user {parsed.username}): {words}") from None
+    return connection.connect(url, deploy_lock.application_name())
 
 
 def refuse_a_database_ahead(conn: psycopg.Connection, table: str) -> None:

@@ -1,4 +1,4 @@
--- proxy-leases at head (0020_task_exit_inline_rule): every object it installs, as a fresh database at head has it.
+-- proxy-leases at head (0021_maintenance_health): every object it installs, as a fresh database at head has it.
 --
 -- Generated, do not edit: run scripts/schema to regenerate it (tools/schema_file.py);
 -- tests/behaviour/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump
@@ -166,6 +166,40 @@ ALTER TABLE public.proxy_lease_events ALTER COLUMN id ADD GENERATED ALWAYS AS ID
     CACHE 1
 );
 
+-- TABLE proxy_lease_maintenance_runs
+CREATE TABLE public.proxy_lease_maintenance_runs (
+    id bigint NOT NULL,
+    started_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    finished_at timestamp with time zone,
+    db_user text DEFAULT SESSION_USER NOT NULL,
+    requeued_tasks integer,
+    released_proxies integer,
+    unblocked_proxies integer,
+    pruned_events integer,
+    failures text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT proxy_lease_maintenance_runs_ends_after_start CHECK ((finished_at >= started_at))
+);
+
+COMMENT ON TABLE public.proxy_lease_maintenance_runs IS 'proxy-leases: the newest 1,440 runs of run_lease_maintenance(), one row each, whoever scheduled them. finished_at NULL: still running, or the run died (proxy_leases_health tells which).';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.started_at IS 'When the run began (clock_timestamp()).';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.finished_at IS 'When its last step ended; NULL while it runs, and for ever if it died.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.db_user IS 'The session user that ran it: pg_cron''s job owner, or the operator who called it.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.requeued_tasks IS 'What requeue_stale_tasks() returned; NULL if that step failed or the run did not get there.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.released_proxies IS 'What release_stuck_proxies() returned; NULL if that step failed or the run did not get there.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.unblocked_proxies IS 'What unblock_cooled_down_proxies() returned; NULL if that step failed or the run did not get there.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.pruned_events IS 'What prune_lease_events() returned; NULL if that step failed or the run did not get there.';
+COMMENT ON COLUMN public.proxy_lease_maintenance_runs.failures IS 'One entry per failed step: "step(): message (SQLSTATE xxxxx)". Empty when every step succeeded.';
+
+-- SEQUENCE proxy_lease_maintenance_runs_id_seq
+ALTER TABLE public.proxy_lease_maintenance_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.proxy_lease_maintenance_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 -- TABLE proxy_lease_settings
 CREATE TABLE public.proxy_lease_settings (
     singleton boolean DEFAULT true NOT NULL,
@@ -175,12 +209,18 @@ CREATE TABLE public.proxy_lease_settings (
     quarantine_after_strikes integer DEFAULT 3,
     event_retention interval DEFAULT '30 days'::interval,
     record_lease_events boolean DEFAULT true NOT NULL,
+    maintenance_period interval DEFAULT '00:01:00'::interval NOT NULL,
+    free_pool_floor integer DEFAULT 20,
+    quarantined_share_limit numeric DEFAULT 0.2,
     CONSTRAINT proxy_lease_settings_event_retention_positive CHECK ((event_retention > '00:00:00'::interval)),
+    CONSTRAINT proxy_lease_settings_free_pool_floor_not_negative CHECK ((free_pool_floor >= 0)),
     CONSTRAINT proxy_lease_settings_grace_shorter_than_lease CHECK ((orphan_grace < lease_duration)),
     CONSTRAINT proxy_lease_settings_heartbeat_timeout_positive CHECK ((heartbeat_timeout > '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_lease_duration_check CHECK ((lease_duration > '00:00:00'::interval)),
+    CONSTRAINT proxy_lease_settings_maintenance_period_positive CHECK ((maintenance_period > '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_orphan_grace_check CHECK ((orphan_grace >= '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_quarantine_positive CHECK ((quarantine_after_strikes > 0)),
+    CONSTRAINT proxy_lease_settings_quarantined_share_limit_is_a_share CHECK (((quarantined_share_limit > (0)::numeric) AND (quarantined_share_limit <= (1)::numeric))),
     CONSTRAINT proxy_lease_settings_singleton_check CHECK (singleton)
 );
 
@@ -192,6 +232,9 @@ COMMENT ON COLUMN public.proxy_lease_settings.heartbeat_timeout IS 'requeue_stal
 COMMENT ON COLUMN public.proxy_lease_settings.quarantine_after_strikes IS 'A proxy reclaimed from dead workers or blocked this many times in a row, with no clean release in between, is blocked until unblock_proxy. NULL: never quarantine.';
 COMMENT ON COLUMN public.proxy_lease_settings.event_retention IS 'How long proxy_lease_events keeps an event; the scheduled maintenance deletes older ones. NULL: keep them all.';
 COMMENT ON COLUMN public.proxy_lease_settings.record_lease_events IS 'Whether grants, releases, blocks and unblocks are written to proxy_lease_events. false disables the audit triggers on proxies for every session (waits at most 5 s for the lock on proxies): writes get cheaper, and the trail, proxy_recoveries and proxy_recovery_by_hour miss what happens meanwhile.';
+COMMENT ON COLUMN public.proxy_lease_settings.maintenance_period IS 'How often the scheduler calls run_lease_maintenance() (pg_cron''s job: every minute). proxy_leases_health reports the maintenance late when no run started within two periods and 30 seconds. Set it when you change the schedule.';
+COMMENT ON COLUMN public.proxy_lease_settings.free_pool_floor IS 'proxy_leases_health reports the pool low when fewer proxies than this are free (neither held nor blocked). 20 suits a pool of 100 (the incident''s healthy pool had 29 free, its worst 13); NULL switches the check off.';
+COMMENT ON COLUMN public.proxy_lease_settings.quarantined_share_limit IS 'proxy_leases_health reports too many quarantined proxies (blocked by the strike rule until unblock_proxy) when their share of the pool reaches this. 0.2 is a fifth; NULL switches the check off.';
 
 -- SEQUENCE proxy_lease_token_seq
 CREATE SEQUENCE public.proxy_lease_token_seq
@@ -241,6 +284,10 @@ ALTER TABLE ONLY public.proxies
 -- CONSTRAINT proxy_lease_events_pkey ON proxy_lease_events
 ALTER TABLE ONLY public.proxy_lease_events
     ADD CONSTRAINT proxy_lease_events_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT proxy_lease_maintenance_runs_pkey ON proxy_lease_maintenance_runs
+ALTER TABLE ONLY public.proxy_lease_maintenance_runs
+    ADD CONSTRAINT proxy_lease_maintenance_runs_pkey PRIMARY KEY (id);
 
 -- CONSTRAINT proxy_lease_settings_pkey ON proxy_lease_settings
 ALTER TABLE ONLY public.proxy_lease_settings
@@ -629,6 +676,39 @@ CREATE FUNCTION public.proxy_address(proxy public.proxies) RETURNS text
 $$;
 
 COMMENT ON FUNCTION public.proxy_address(proxy public.proxies) IS 'How a worker reaches the proxy, as acquire_proxy returns it: the row''s address column, else host:port, else NULL. Replace it to suit the fleet''s columns.';
+
+-- FUNCTION proxy_leases_head_revision()
+CREATE FUNCTION public.proxy_leases_head_revision() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT text '0021_maintenance_health'
+$$;
+
+COMMENT ON FUNCTION public.proxy_leases_head_revision() IS 'The head revision of the proxy-leases that installed this function: 0021_maintenance_health.';
+
+-- FUNCTION proxy_leases_installed_revision()
+CREATE FUNCTION public.proxy_leases_installed_revision() RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_table    regclass;
+    v_revision text;
+BEGIN
+    SELECT c.oid INTO v_table
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relname = 'proxy_leases_alembic_version' AND c.relkind IN ('r', 'p')
+     ORDER BY n.nspname <> 'public', n.nspname
+     LIMIT 1;
+    IF v_table IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT min(version_num::text) FROM %s', v_table) INTO v_revision;
+    RETURN v_revision;
+END
+$$;
+
+COMMENT ON FUNCTION public.proxy_leases_installed_revision() IS 'The revision recorded in proxy_leases_alembic_version (NULL when there is none), readable by whoever may call this (proxy_leases_operator, pg_monitor).';
 
 -- FUNCTION prune_lease_events(integer)
 CREATE FUNCTION public.prune_lease_events(batch_size integer DEFAULT 50000) RETURNS integer
@@ -1108,7 +1188,20 @@ DECLARE
     v_first_state text;
     v_state       text;
     v_message     text;
+    v_run         bigint;
 BEGIN
+    BEGIN
+        -- Waiting long for the record would delay the steps: a second, then the WARNING below.
+        PERFORM set_config('lock_timeout', '1s', true);
+        INSERT INTO public.proxy_lease_maintenance_runs DEFAULT VALUES RETURNING id INTO v_run;
+        DELETE FROM public.proxy_lease_maintenance_runs r WHERE r.id <= v_run - 1440;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        RAISE WARNING 'run_lease_maintenance: this run is not recorded: % (SQLSTATE %)', v_message, v_state
+            USING HINT = 'The steps run all the same; proxy_leases_health will report the maintenance late.';
+    END;
+    COMMIT;
+
     FOR v_step IN 1 .. cardinality(c_steps) LOOP
         v_count := NULL;
         BEGIN
@@ -1126,6 +1219,19 @@ BEGIN
     released_proxies := v_counts[2];
     unblocked_proxies := v_counts[3];
     v_pruned := v_counts[4];
+
+    BEGIN
+        PERFORM set_config('lock_timeout', '1s', true);
+        UPDATE public.proxy_lease_maintenance_runs r
+           SET finished_at = greatest(clock_timestamp(), r.started_at), requeued_tasks = v_counts[1],
+               released_proxies = v_counts[2], unblocked_proxies = v_counts[3], pruned_events = v_counts[4],
+               failures = v_failures
+         WHERE r.id = v_run;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        RAISE WARNING 'run_lease_maintenance: the end of this run is not recorded: % (SQLSTATE %)', v_message, v_state;
+    END;
+    COMMIT;
 
     IF coalesce(requeued_tasks, 0) + coalesce(released_proxies, 0) + coalesce(unblocked_proxies, 0)
        + coalesce(v_pruned, 0) > 0 THEN
@@ -1146,7 +1252,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON PROCEDURE public.run_lease_maintenance(INOUT requeued_tasks integer, INOUT released_proxies integer, INOUT unblocked_proxies integer) IS 'The scheduled job (CALL run_lease_maintenance(), outside a transaction block): requeue_stale_tasks, release_stuck_proxies, unblock_cooled_down_proxies, prune_lease_events, each committed on its own; returns the first three counts and, when any of the four is above 0, writes them all in one LOG line. If a step fails the others still run and commit, and the call then raises the first error, every failure in DETAIL.';
+COMMENT ON PROCEDURE public.run_lease_maintenance(INOUT requeued_tasks integer, INOUT released_proxies integer, INOUT unblocked_proxies integer) IS 'The scheduled job (CALL run_lease_maintenance(), outside a transaction block): requeue_stale_tasks, release_stuck_proxies, unblock_cooled_down_proxies, prune_lease_events, each committed on its own; returns the first three counts and, when any of the four is above 0, writes them all in one LOG line. If a step fails the others still run and commit, and the call then raises the first error, every failure in DETAIL. Each run is recorded in proxy_lease_maintenance_runs (a failure to record is only a WARNING).';
 
 -- FUNCTION summarize_proxy_holders(text[])
 CREATE FUNCTION public.summarize_proxy_holders(worker_ids text[]) RETURNS text
@@ -1503,7 +1609,8 @@ BEGIN
                   HINT = 'Change a setting with UPDATE proxy_lease_settings SET ...';
     END IF;
 
-    FOREACH v_column IN ARRAY ARRAY['lease_duration', 'orphan_grace', 'heartbeat_timeout', 'record_lease_events'] LOOP
+    FOREACH v_column IN ARRAY ARRAY['lease_duration', 'orphan_grace', 'heartbeat_timeout', 'record_lease_events',
+                                       'maintenance_period'] LOOP
         IF to_jsonb(NEW) -> v_column = 'null'::jsonb THEN
             RAISE EXCEPTION '% must not be NULL', v_column
                 USING ERRCODE = 'not_null_violation', COLUMN = v_column,
@@ -1514,7 +1621,8 @@ BEGIN
     -- PostgreSQL 17 and later read 'infinity' and '-infinity' as intervals (earlier versions refuse
     -- them on input, 22007): no setting can be that, and the checks below would fail on them with 22008.
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('orphan_grace', NEW.orphan_grace),
-                                    ('heartbeat_timeout', NEW.heartbeat_timeout), ('event_retention', NEW.event_retention) LOOP
+                                    ('heartbeat_timeout', NEW.heartbeat_timeout), ('event_retention', NEW.event_retention),
+                                    ('maintenance_period', NEW.maintenance_period) LOOP
         IF NOT isfinite(v_value) THEN
             RAISE EXCEPTION '% must be finite, got %', v_column, v_value
                 USING ERRCODE = 'check_violation', COLUMN = v_column,
@@ -1525,7 +1633,7 @@ BEGIN
     END LOOP;
 
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('heartbeat_timeout', NEW.heartbeat_timeout),
-                                    ('event_retention', NEW.event_retention) LOOP
+                                    ('event_retention', NEW.event_retention), ('maintenance_period', NEW.maintenance_period) LOOP
         -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
         -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
         IF v_value <= interval '0'
@@ -1565,11 +1673,21 @@ BEGIN
             USING ERRCODE = 'check_violation', COLUMN = 'quarantine_after_strikes',
                   HINT = 'NULL never quarantines.';
     END IF;
+    IF NEW.free_pool_floor < 0 THEN
+        RAISE EXCEPTION 'free_pool_floor must not be negative, got %', NEW.free_pool_floor
+            USING ERRCODE = 'check_violation', COLUMN = 'free_pool_floor',
+                  HINT = 'NULL switches the free-pool check of proxy_leases_health off.';
+    END IF;
+    IF NOT (NEW.quarantined_share_limit > 0 AND NEW.quarantined_share_limit <= 1) THEN
+        RAISE EXCEPTION 'quarantined_share_limit must be above 0 and at most 1, got %', NEW.quarantined_share_limit
+            USING ERRCODE = 'check_violation', COLUMN = 'quarantined_share_limit',
+                  HINT = 'It is a share of the pool: 0.2 is a fifth. NULL switches the check off.';
+    END IF;
     RETURN NEW;
 END
 $$;
 
-COMMENT ON FUNCTION public.tg_proxy_lease_settings__reject_bad_values() IS 'Trigger: refuses a second settings row (23505), a NULL setting (23502), and a setting out of range (23514: a duration <= 0, infinite or over 100 years, orphan_grace negative or not shorter than lease_duration, quarantine_after_strikes <= 0), naming the setting, with a hint; changes nothing.';
+COMMENT ON FUNCTION public.tg_proxy_lease_settings__reject_bad_values() IS 'Trigger: refuses a second settings row (23505), a NULL setting (23502), and a setting out of range (23514: a duration <= 0, infinite or over 100 years, orphan_grace negative or not shorter than lease_duration, quarantine_after_strikes <= 0, maintenance_period as the durations, free_pool_floor negative, quarantined_share_limit not above 0 and at most 1), naming the setting, with a hint; changes nothing.';
 
 -- FUNCTION tg_tasks__release_proxy_on_task_exit()
 CREATE FUNCTION public.tg_tasks__release_proxy_on_task_exit() RETURNS trigger
@@ -1847,6 +1965,141 @@ COMMENT ON TRIGGER renew_proxy_lease_on_heartbeat ON public.object_tasks IS 'pro
 -- Views
 -- ---------------------------------------------------------------------------------------------------------
 
+-- VIEW proxy_leases_health
+CREATE VIEW public.proxy_leases_health AS
+ WITH settings AS (
+         SELECT s.maintenance_period,
+            s.free_pool_floor,
+            s.quarantined_share_limit,
+            s.event_retention,
+            (((2)::double precision * s.maintenance_period) + '00:00:30'::interval) AS maintenance_late_after
+           FROM public.proxy_lease_settings s
+        ), last_run AS (
+         SELECT r.started_at
+           FROM public.proxy_lease_maintenance_runs r
+          ORDER BY r.id DESC
+         LIMIT 1
+        ), last_outcome AS (
+         SELECT r.id,
+            r.started_at,
+            r.finished_at,
+            r.failures
+           FROM public.proxy_lease_maintenance_runs r,
+            settings
+          WHERE ((r.finished_at IS NOT NULL) OR (r.started_at < (now() - settings.maintenance_period)))
+          ORDER BY r.id DESC
+         LIMIT 1
+        ), pool AS (
+         SELECT count(*) AS total,
+            count(*) FILTER (WHERE ((p.is_in_use IS NOT TRUE) AND (p.is_blocked IS NOT TRUE))) AS free,
+            count(*) FILTER (WHERE ((p.is_blocked IS TRUE) AND (p.blocked_until IS NULL) AND starts_with(p.blocked_reason, 'quarantined after '::text))) AS quarantined,
+            count(*) FILTER (WHERE ((p.is_in_use IS TRUE) AND (p.leased_until < (now() - ( SELECT s.maintenance_period
+                   FROM settings s))))) AS held_past_lease,
+            min(p.leased_until) FILTER (WHERE (p.is_in_use IS TRUE)) AS oldest_lease_end
+           FROM public.proxies p
+        ), oldest_event AS (
+         SELECT min(e.occurred_at) AS occurred_at
+           FROM public.proxy_lease_events e
+        ), checks("position", name, ok, value, threshold, action) AS (
+         SELECT 1 AS "?column?",
+            'revision'::text AS "?column?",
+            (NOT (public.proxy_leases_installed_revision() IS DISTINCT FROM public.proxy_leases_head_revision())) AS "?column?",
+            COALESCE(public.proxy_leases_installed_revision(), 'none recorded'::text) AS "coalesce",
+            public.proxy_leases_head_revision() AS proxy_leases_head_revision,
+            'Run `proxy-leases upgrade` (or alembic upgrade head) with the proxy-leases that installed this view.'::text AS "?column?"
+        UNION ALL
+         SELECT 2,
+            'maintenance_on_time'::text,
+            COALESCE((last_run.started_at >= (now() - settings.maintenance_late_after)), false) AS "coalesce",
+                CASE
+                    WHEN (last_run.started_at IS NULL) THEN 'no run recorded'::text
+                    ELSE format('last run started %s ago'::text, date_trunc('second'::text, (now() - last_run.started_at)))
+                END AS format,
+            format('a run within %s'::text, settings.maintenance_late_after) AS format,
+            'Nothing is running the maintenance: pg_cron''s job is gone or paused, its scheduler stopped (the database in cron.database_name dropped, pg_cron out of shared_preload_libraries), or this is a standby. `proxy-leases sql --cron` prints the job; or CALL public.run_lease_maintenance() every maintenance_period from another scheduler.'::text
+           FROM (settings
+             LEFT JOIN last_run ON (true))
+        UNION ALL
+         SELECT 3,
+            'maintenance_succeeded'::text,
+            COALESCE(((last_outcome.finished_at IS NOT NULL) AND (cardinality(last_outcome.failures) = 0)), false) AS "coalesce",
+                CASE
+                    WHEN (last_outcome.id IS NULL) THEN 'no run recorded'::text
+                    WHEN (last_outcome.finished_at IS NULL) THEN format('run %s, started %s, never finished'::text, last_outcome.id, date_trunc('second'::text, last_outcome.started_at))
+                    WHEN (cardinality(last_outcome.failures) > 0) THEN format('run %s failed: %s'::text, last_outcome.id, array_to_string(last_outcome.failures, '; '::text))
+                    ELSE format('run %s succeeded'::text, last_outcome.id)
+                END AS format,
+            'every step succeeded'::text,
+            'Read the failure in proxy_lease_maintenance_runs.failures (and the server log); each step is retried by the next run. A run that never finished was killed or its server crashed.'::text
+           FROM (settings
+             LEFT JOIN last_outcome ON (true))
+        UNION ALL
+         SELECT 4,
+            'no_proxy_held_past_lease'::text,
+            (pool.held_past_lease = 0),
+                CASE
+                    WHEN (pool.held_past_lease = 0) THEN '0'::text
+                    ELSE format('%s, the oldest lease ended %s ago'::text, pool.held_past_lease, date_trunc('second'::text, (now() - pool.oldest_lease_end)))
+                END AS format,
+            format('0 held more than %s past the lease'::text, settings.maintenance_period) AS format,
+            'The sweep is not freeing expired leases: see the maintenance checks, and SELECT * FROM stuck_proxies.'::text
+           FROM pool,
+            settings
+        UNION ALL
+         SELECT 5,
+            'free_pool_above_floor'::text,
+            ((settings.free_pool_floor IS NULL) OR (pool.free >= settings.free_pool_floor)),
+            format('%s free of %s'::text, pool.free, pool.total) AS format,
+                CASE
+                    WHEN (settings.free_pool_floor IS NULL) THEN 'off (free_pool_floor is NULL)'::text
+                    ELSE format('at least %s free'::text, settings.free_pool_floor)
+                END AS format,
+            'Workers are about to wait for proxies: SELECT * FROM proxy_pool_status and proxy_pool_by_container show where they are (held, blocked, stuck); add proxies, or unblock those blocked by mistake.'::text
+           FROM pool,
+            settings
+        UNION ALL
+         SELECT 6,
+            'quarantine_below_share'::text,
+            ((settings.quarantined_share_limit IS NULL) OR ((pool.quarantined)::numeric < (settings.quarantined_share_limit * (pool.total)::numeric)) OR (pool.total = 0)),
+            format('%s quarantined of %s'::text, pool.quarantined, pool.total) AS format,
+                CASE
+                    WHEN (settings.quarantined_share_limit IS NULL) THEN 'off (quarantined_share_limit is NULL)'::text
+                    ELSE format('below %s of the pool'::text, settings.quarantined_share_limit)
+                END AS format,
+            'Many proxies failed their workers several times in a row: check the proxies (or the sites they reach); unblock_proxy(id) returns one to the pool.'::text
+           FROM pool,
+            settings
+        UNION ALL
+         SELECT 7,
+            'audit_pruned'::text,
+            ((settings.event_retention IS NULL) OR (oldest_event.occurred_at IS NULL) OR (oldest_event.occurred_at >= ((now() - settings.event_retention) - '1 day'::interval))),
+                CASE
+                    WHEN (oldest_event.occurred_at IS NULL) THEN 'no events'::text
+                    ELSE format('oldest event %s'::text, date_trunc('second'::text, oldest_event.occurred_at))
+                END AS format,
+                CASE
+                    WHEN (settings.event_retention IS NULL) THEN 'off (event_retention is NULL: kept for ever)'::text
+                    ELSE format('none older than event_retention (%s) and a day'::text, settings.event_retention)
+                END AS format,
+            'prune_lease_events() is not keeping up: see the maintenance checks; a long backlog can be pruned by calling SELECT prune_lease_events() until it returns 0.'::text
+           FROM settings,
+            oldest_event
+        )
+ SELECT c.name,
+    c.ok,
+    c.value,
+    c.threshold,
+    c.action
+   FROM checks c
+  ORDER BY c."position";
+
+COMMENT ON VIEW public.proxy_leases_health IS 'proxy-leases checking itself, one row per check: revision (the database is at this package''s head), maintenance_on_time, maintenance_succeeded, no_proxy_held_past_lease, free_pool_above_floor, quarantine_below_share, audit_pruned. ok false: do what action says. docs/monitoring.md.';
+COMMENT ON COLUMN public.proxy_leases_health.name IS 'The check.';
+COMMENT ON COLUMN public.proxy_leases_health.ok IS 'Whether the check passes; never NULL.';
+COMMENT ON COLUMN public.proxy_leases_health.value IS 'What the check saw, in words.';
+COMMENT ON COLUMN public.proxy_leases_health.threshold IS 'What it was measured against (the setting that sets it).';
+COMMENT ON COLUMN public.proxy_leases_health.action IS 'What to do when ok is false.';
+
 -- VIEW stuck_proxies
 CREATE VIEW public.stuck_proxies AS
  SELECT p.id,
@@ -1974,6 +2227,10 @@ REVOKE ALL ON FUNCTION public.place_heartbeat_triggers() FROM PUBLIC;
 
 GRANT SELECT ON TABLE public.proxies TO proxy_leases_operator;
 
+REVOKE ALL ON FUNCTION public.proxy_leases_installed_revision() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.proxy_leases_installed_revision() TO pg_monitor;
+GRANT ALL ON FUNCTION public.proxy_leases_installed_revision() TO proxy_leases_operator;
+
 REVOKE ALL ON FUNCTION public.prune_lease_events(batch_size integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.prune_lease_events(batch_size integer) TO proxy_leases_operator;
 
@@ -2060,14 +2317,23 @@ GRANT UPDATE(heartbeat_at) ON TABLE public.object_tasks TO proxy_leases_worker;
 
 GRANT SELECT ON TABLE public.proxy_lease_events TO proxy_leases_operator;
 
+GRANT SELECT ON TABLE public.proxy_lease_maintenance_runs TO pg_monitor;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.proxy_lease_maintenance_runs TO proxy_leases_operator;
+
 GRANT SELECT ON TABLE public.proxy_lease_settings TO PUBLIC;
 
+GRANT SELECT ON TABLE public.proxy_leases_health TO pg_monitor;
+GRANT SELECT ON TABLE public.proxy_leases_health TO proxy_leases_operator;
+
+GRANT SELECT ON TABLE public.stuck_proxies TO pg_monitor;
 GRANT SELECT ON TABLE public.stuck_proxies TO proxy_leases_operator;
 GRANT SELECT ON TABLE public.stuck_proxies TO proxy_leases_worker;
 
+GRANT SELECT ON TABLE public.proxy_pool_by_container TO pg_monitor;
 GRANT SELECT ON TABLE public.proxy_pool_by_container TO proxy_leases_operator;
 GRANT SELECT ON TABLE public.proxy_pool_by_container TO proxy_leases_worker;
 
+GRANT SELECT ON TABLE public.proxy_pool_status TO pg_monitor;
 GRANT SELECT ON TABLE public.proxy_pool_status TO proxy_leases_operator;
 GRANT SELECT ON TABLE public.proxy_pool_status TO proxy_leases_worker;
 

@@ -38,6 +38,8 @@ PUBLIC_FUNCTIONS = {
     "summarize_proxy_holders",
     "prune_lease_events",
     "raise_if_lease_arguments_swapped",
+    "proxy_leases_head_revision",
+    "proxy_leases_installed_revision",
 }
 
 
@@ -51,6 +53,13 @@ def test_upgrade_on_an_empty_database_creates_the_fleet_tables_and_everything_el
     functions = {row[0] for row in database.all(
         "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace")}
     assert functions == PUBLIC_FUNCTIONS
+
+
+def test_the_head_revision_the_database_reports_is_the_packages(db):
+    """proxy_leases_health compares the installed revision with proxy_leases_head_revision(): every new
+    revision must install a new version of that function naming itself."""
+    assert db.one("SELECT proxy_leases_head_revision()") == HEAD
+    assert db.one("SELECT proxy_leases_installed_revision()") == HEAD
 
 
 def test_every_public_object_is_documented(db):

@@ -8,7 +8,7 @@ import pytest
 
 from proxy_leases.migrations.pg_cron import (MAINTENANCE_COMMAND, PgCronUnavailable, _literal, history_command, history_job_name,
                                 job_name)
-from tools.harness import CRON_DATABASE, HEAD, Database, ThrowawayPostgres, alembic
+from tools.harness import CRON_DATABASE, HEAD, Database, ThrowawayPostgres, alembic, proxy_leases_cli
 
 
 def jobs(pg_server, dbname=None):
@@ -220,3 +220,34 @@ def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_gr
             conn.execute(f'DROP DATABASE "{database.name}" WITH (FORCE)')
             conn.execute("DROP OWNED BY fleet_owner")
             conn.execute("DROP ROLE fleet_owner")
+
+
+def test_with_the_job_unscheduled_by_hand_the_health_reports_the_maintenance_late_within_two_periods(
+        fresh_database, pg_server):
+    """The job runs for real, is unscheduled as an operator would, and the fleet's database notices by itself.
+
+    Waits for the job's next run (pg_cron 1.4: at the next minute), then two periods and 30 s: about
+    three minutes.
+    """
+    database = fresh_database()
+    database.upgrade(cron="auto")
+    database.run("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, 100) n")
+    deadline = time.monotonic() + 90
+    while not database.one("SELECT count(*) FROM proxy_lease_maintenance_runs WHERE finished_at IS NOT NULL"):
+        assert time.monotonic() < deadline, pg_server.server_log()[-3000:]
+        time.sleep(0.5)
+    assert database.all("SELECT name FROM proxy_leases_health WHERE NOT ok") == []
+    assert proxy_leases_cli("check", "--url", database.url).returncode == 0
+
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        conn.execute("SELECT cron.unschedule(%s)", (job_name(database.name),))
+    last_start = database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs")
+    while database.one("SELECT ok FROM proxy_leases_health WHERE name = 'maintenance_on_time'"):
+        assert time.monotonic() < deadline + 240, "still on time four minutes after the job was unscheduled"
+        time.sleep(0.5)
+    late_after = database.one("SELECT now() - %s", (last_start,)).total_seconds()
+    assert 150 <= late_after < 153      # two periods of a minute, and 30 s for pg_cron's start delay
+    assert database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs") == last_start   # nothing ran since
+    result = proxy_leases_cli("check", "--url", database.url)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == "6 of 7 checks pass; failing: maintenance_on_time"

@@ -202,6 +202,8 @@ BLOCKERS: dict[tuple[str, str], list[Blocker]] = {
     ("downgrade", "0019_heartbeat_slots"): [WORKER_HEARTBEAT],
     ("upgrade", "0020_task_exit_inline_rule"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
     ("downgrade", "0020_task_exit_inline_rule"): [WORKER_HEARTBEAT],
+    ("upgrade", "0021_maintenance_health"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0021_maintenance_health"): [WORKER_HEARTBEAT],
 }
 UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "
