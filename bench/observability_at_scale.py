@@ -24,6 +24,7 @@ Every grant is moved back past orphan_grace, so the stuck proxies are stuck now.
   4. --events ordinary events and --reclaims reclaims inserted directly over the last 29 days:
      SELECT * FROM proxy_recovery_by_hour, median and p95; it must read proxy_lease_events only
      through proxy_lease_events_reclaims_idx.
+     Then SELECT * FROM proxy_lease_event_totals (the exporter's counters) over the same events.
   5. --old-events events older than event_retention inserted directly: prune_lease_events() called
      until it returns 0, each call timed (default batch, 50,000), its plan (auto_explain, a
      rolled-back call) must not read proxy_lease_events sequentially. Then the steady state every
@@ -385,6 +386,13 @@ def recovery_by_hour(conn: psycopg.Connection, events: int, reclaims: int, runs:
     indexes = {index for (_, _, index) in counts if index}
     check(indexes == {"proxy_lease_events_reclaims_idx"},
           f"proxy_recovery_by_hour: reads only proxy_lease_events_reclaims_idx (used: {sorted(indexes)})")
+    query = "SELECT * FROM proxy_lease_event_totals"
+    took = timed(conn, query, runs)
+    print(f"\n== {query} over the same {total:,} events\n  median {statistics.median(took):.2f} ms, "
+          f"p95 {p95(took):.2f} ms, min {min(took):.2f} ms ({runs} calls)")
+    summary.append((f"{query} ({total:,} events)", f"median {statistics.median(took):.2f} ms, p95 {p95(took):.2f} ms"))
+    counted = conn.execute("SELECT sum(events) FROM proxy_lease_event_totals").fetchone()[0]
+    check(counted == total, f"proxy_lease_event_totals counts the {total:,} events")
 
 
 def pick_scans(plans: list[dict]) -> list[dict]:

@@ -27,6 +27,8 @@ TABLES = frozenset({
     "proxy_leases_adopted_tables",  # 0001: which fleet tables the baseline created
     "proxy_lease_settings",         # 0003
     "proxy_lease_events",           # 0010
+    "proxy_lease_maintenance_runs",  # 0021
+    "proxy_lease_events_pruned",    # 0021
 })
 # Columns added to the fleet's proxies table (0003, 0006, 0010, 0016); the task tables get none.
 COLUMNS = {

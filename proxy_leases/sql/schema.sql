@@ -156,6 +156,19 @@ COMMENT ON COLUMN public.proxy_lease_events.leased_until IS 'granted, released: 
 COMMENT ON COLUMN public.proxy_lease_events.detail IS 'blocked: the block reason (released by a block: the same); unblocked: the reason of the block that ended.';
 COMMENT ON COLUMN public.proxy_lease_events.db_user IS 'The database role that made the change: the one set with SET ROLE, else the session''s user.';
 
+-- TABLE proxy_lease_events_pruned
+CREATE TABLE public.proxy_lease_events_pruned (
+    event text NOT NULL,
+    reason text NOT NULL,
+    events bigint NOT NULL,
+    CONSTRAINT proxy_lease_events_pruned_events_positive CHECK ((events > 0))
+);
+
+COMMENT ON TABLE public.proxy_lease_events_pruned IS 'proxy-leases: how many events prune_lease_events() has deleted from proxy_lease_events, by event and reason (see proxy_lease_event_totals).';
+COMMENT ON COLUMN public.proxy_lease_events_pruned.event IS 'granted, released, blocked or unblocked.';
+COMMENT ON COLUMN public.proxy_lease_events_pruned.reason IS 'The events'' reason (docs/watching.md, "Event reasons").';
+COMMENT ON COLUMN public.proxy_lease_events_pruned.events IS 'How many such events were pruned, in all.';
+
 -- SEQUENCE proxy_lease_events_id_seq
 ALTER TABLE public.proxy_lease_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME public.proxy_lease_events_id_seq
@@ -284,6 +297,10 @@ ALTER TABLE ONLY public.proxies
 -- CONSTRAINT proxy_lease_events_pkey ON proxy_lease_events
 ALTER TABLE ONLY public.proxy_lease_events
     ADD CONSTRAINT proxy_lease_events_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT proxy_lease_events_pruned_pkey ON proxy_lease_events_pruned
+ALTER TABLE ONLY public.proxy_lease_events_pruned
+    ADD CONSTRAINT proxy_lease_events_pruned_pkey PRIMARY KEY (event, reason);
 
 -- CONSTRAINT proxy_lease_maintenance_runs_pkey ON proxy_lease_maintenance_runs
 ALTER TABLE ONLY public.proxy_lease_maintenance_runs
@@ -729,18 +746,24 @@ BEGIN
         RETURN 0;
     END IF;
     v_cutoff := clock_timestamp() - v_retention;
-    DELETE FROM public.proxy_lease_events e
-     WHERE e.id = ANY (ARRAY(SELECT o.id
-                               FROM public.proxy_lease_events o
-                              WHERE o.occurred_at < v_cutoff
-                              ORDER BY o.occurred_at
-                              LIMIT prune_lease_events.batch_size));
-    GET DIAGNOSTICS v_pruned = ROW_COUNT;
+    WITH pruned AS (
+        DELETE FROM public.proxy_lease_events e
+         WHERE e.id = ANY (ARRAY(SELECT o.id
+                                   FROM public.proxy_lease_events o
+                                  WHERE o.occurred_at < v_cutoff
+                                  ORDER BY o.occurred_at
+                                  LIMIT prune_lease_events.batch_size))
+        RETURNING e.event, e.reason),
+    counted AS (
+        INSERT INTO public.proxy_lease_events_pruned AS t (event, reason, events)
+        SELECT p.event, p.reason, count(*) FROM pruned p GROUP BY p.event, p.reason
+            ON CONFLICT (event, reason) DO UPDATE SET events = t.events + excluded.events)
+    SELECT count(*) INTO v_pruned FROM pruned;
     RETURN v_pruned;
 END
 $$;
 
-COMMENT ON FUNCTION public.prune_lease_events(batch_size integer) IS 'Deletes up to batch_size (default 50000) of the oldest proxy_lease_events older than proxy_lease_settings.event_retention and returns how many; nothing when event_retention is NULL. Run by the scheduled maintenance. Runs as its owner; EXECUTE is not granted to PUBLIC. A batch_size below 1 raises 22023.';
+COMMENT ON FUNCTION public.prune_lease_events(batch_size integer) IS 'Deletes up to batch_size (default 50000) of the oldest proxy_lease_events older than proxy_lease_settings.event_retention and returns how many; nothing when event_retention is NULL. Run by the scheduled maintenance. Adds what it deleted, by event and reason, to proxy_lease_events_pruned. Runs as its owner; EXECUTE is not granted to PUBLIC. A batch_size below 1 raises 22023.';
 
 -- FUNCTION raise_if_lease_arguments_swapped(text, bigint, bigint, text, text)
 CREATE FUNCTION public.raise_if_lease_arguments_swapped(called text, proxy_id bigint, lease_token bigint, undone text, rest_of_call text DEFAULT ''::text) RETURNS void
@@ -1965,6 +1988,28 @@ COMMENT ON TRIGGER renew_proxy_lease_on_heartbeat ON public.object_tasks IS 'pro
 -- Views
 -- ---------------------------------------------------------------------------------------------------------
 
+-- VIEW proxy_lease_event_totals
+CREATE VIEW public.proxy_lease_event_totals AS
+ SELECT x.event,
+    x.reason,
+    (sum(x.events))::bigint AS events
+   FROM ( SELECT e.event,
+            e.reason,
+            count(*) AS events
+           FROM public.proxy_lease_events e
+          GROUP BY e.event, e.reason
+        UNION ALL
+         SELECT p.event,
+            p.reason,
+            p.events
+           FROM public.proxy_lease_events_pruned p) x
+  GROUP BY x.event, x.reason;
+
+COMMENT ON VIEW public.proxy_lease_event_totals IS 'Events recorded since the audit trail began, by event and reason, pruned ones included: counters (proxy_leases_events_total: docs/monitoring.md, "Prometheus").';
+COMMENT ON COLUMN public.proxy_lease_event_totals.event IS 'granted, released, blocked or unblocked.';
+COMMENT ON COLUMN public.proxy_lease_event_totals.reason IS 'Why (docs/watching.md, "Event reasons").';
+COMMENT ON COLUMN public.proxy_lease_event_totals.events IS 'How many, in all.';
+
 -- VIEW proxy_leases_health
 CREATE VIEW public.proxy_leases_health AS
  WITH settings AS (
@@ -2317,6 +2362,11 @@ GRANT UPDATE(heartbeat_at) ON TABLE public.object_tasks TO proxy_leases_worker;
 
 GRANT SELECT ON TABLE public.proxy_lease_events TO proxy_leases_operator;
 
+GRANT SELECT ON TABLE public.proxy_lease_events_pruned TO proxy_leases_operator;
+
+GRANT SELECT ON TABLE public.proxy_lease_event_totals TO pg_monitor;
+GRANT SELECT ON TABLE public.proxy_lease_event_totals TO proxy_leases_operator;
+
 GRANT SELECT ON TABLE public.proxy_lease_maintenance_runs TO pg_monitor;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.proxy_lease_maintenance_runs TO proxy_leases_operator;
 
@@ -2339,4 +2389,5 @@ GRANT SELECT ON TABLE public.proxy_pool_status TO proxy_leases_worker;
 
 GRANT SELECT ON TABLE public.proxy_recoveries TO proxy_leases_operator;
 
+GRANT SELECT ON TABLE public.proxy_recovery_by_hour TO pg_monitor;
 GRANT SELECT ON TABLE public.proxy_recovery_by_hour TO proxy_leases_operator;

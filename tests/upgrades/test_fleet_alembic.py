@@ -155,8 +155,8 @@ def test_without_the_hook_the_fleets_autogenerate_would_drop_proxy_leases(incide
                    "op.drop_index(op.f('proxies_free_rotation_idx')"):
         assert doomed in upgrade
     operations = re.findall(r"op\.(\w+)\(", upgrade)
-    # 4 tables (and the 3 indexes of proxy_lease_events), the 11 columns of proxies, the 5 indexes on fleet tables
-    assert {op: operations.count(op) for op in set(operations)} == {"drop_table": 4, "drop_column": 11,
+    # 6 tables (and the 3 indexes of proxy_lease_events), the 11 columns of proxies, the 5 indexes on fleet tables
+    assert {op: operations.count(op) for op in set(operations)} == {"drop_table": 6, "drop_column": 11,
                                                                      "drop_index": 8, "f": 8}
 
 

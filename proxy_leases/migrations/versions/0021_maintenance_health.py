@@ -6,7 +6,9 @@ v3 records each run in proxy_lease_maintenance_runs (the newest 1,440; recording
 fail the run), and the view proxy_leases_health gives one row per check (revision, maintenance on
 time and succeeded, no proxy held past its lease, free pool above a floor, quarantine below a share,
 audit pruning keeping up), each with what it saw, the threshold and what to do. Three settings set
-the thresholds. Readable by proxy_leases_operator and pg_monitor. Catalog changes and one new table,
+the thresholds. proxy_lease_event_totals counts every event ever recorded, by event and reason
+(prune_lease_events v3 keeps the pruned ones' counts), for monitoring counters. Readable by
+proxy_leases_operator and pg_monitor. Catalog changes and one new table,
 under the short, retried locks of 0006_lease_api. docs/monitoring.md.
 
 Revision ID: 0021_maintenance_health
@@ -34,6 +36,9 @@ def upgrade() -> None:
         "functions/proxy_leases_head_revision.v1.sql",
         "functions/proxy_leases_installed_revision.v1.sql",
         "views/proxy_leases_health.v1.sql",
+        "0021_maintenance_health_event_totals.sql",
+        "functions/prune_lease_events.v3.sql",
+        "views/proxy_lease_event_totals.v1.sql",
         "0021_maintenance_health_grants.sql",
     )
 
@@ -45,4 +50,5 @@ def downgrade() -> None:
         "0021_maintenance_health.down.sql",
         "functions/tg_proxy_lease_settings__reject_bad_values.v2.sql",
         "procedures/run_lease_maintenance.v2.sql",
+        "functions/prune_lease_events.v2.sql",
     )
