@@ -19,6 +19,9 @@ What it shows, in order:
    runs the UPDATE it already runs today to requeue the dead workers' tasks, and their 15 proxies
    are freed by a trigger in that same transaction: no sweep, no new code in the fleet. The audit
    trail records them as requeued.
+5. What an operator sees: `proxy-leases check` (every health check passes: the maintenance ran, and
+   left its trace in the fleet's database), and `proxy-leases plot`, the pool since the upgrade drawn
+   from the audit trail into demo/out/pool.png, the 31 reclaims marked.
 
 The demo never calls a proxy-leases function. It doubles as a smoke check: it exits 1 when any
 figure differs from the expected one, and 0 when all of them were observed.
@@ -45,9 +48,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from proxy_leases.migrations.pg_cron import MAINTENANCE_COMMAND, job_name  # noqa: E402
-from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic_cli  # noqa: E402
+from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic_cli, proxy_leases_cli  # noqa: E402
 
 FLEET_DATABASE = "fleet"
+# Where step 5 draws the pool (gitignored; docs/monitoring.md shows one such drawing).
+PLOT = REPO_ROOT / "demo" / "out" / "pool.png"
 MAINTENANCE_JOB_NAME = job_name(FLEET_DATABASE)
 DEMO_ORPHAN_GRACE = "5 seconds"
 INCIDENT_CONTAINER = "8b4f59aa"
@@ -642,6 +647,7 @@ def replay(pg: ThrowawayPostgres, expect: Expectations) -> bool:
                            active_containers=3, containers=CONTAINERS_IN_THE_INCIDENT)
 
     heading("2. The upgrade: alembic upgrade head")
+    upgrade_started = time.monotonic()
     if not run_alembic_upgrade(pg):
         expect.expect("alembic upgrade head", "failed", "succeeded")
         return False
@@ -716,6 +722,22 @@ def replay(pg: ThrowawayPostgres, expect: Expectations) -> bool:
         print()
         expect.expect("proxies reclaimed from dead workers (proxy_recovery_by_hour) at the end",
                       print_recovery_by_hour(fleet), 31)
+
+    heading("5. What an operator sees: proxy-leases check and proxy-leases plot")
+    url = pg.url(FLEET_DATABASE)
+    print(f"$ proxy-leases check --url {url}")
+    checked = proxy_leases_cli("check", "--url", url)
+    print(checked.stdout + checked.stderr, end="")
+    expect.expect("proxy-leases check: every health check passes (exit 0)", checked.returncode, 0)
+    PLOT.parent.mkdir(exist_ok=True)
+    since_the_upgrade = (time.monotonic() - upgrade_started + 5) / 3600
+    print(f"\n$ proxy-leases plot --url {url} --hours {since_the_upgrade:.4f} --output {PLOT.relative_to(REPO_ROOT)}")
+    drawn = proxy_leases_cli("plot", "--url", url, "--hours", f"{since_the_upgrade:.4f}", "--output", str(PLOT))
+    print(drawn.stdout + drawn.stderr, end="")
+    expect.expect("proxy-leases plot: the pool since the upgrade, the reclaims marked",
+                  (drawn.returncode, drawn.stdout.split("; now ")[-1].strip()),
+                  (0, "29 held, 27 blocked, 44 free of 100"))
+    expect.expect("proxy-leases plot: reclaims marked", " 31 reclaims;" in drawn.stdout, True)
     return True
 
 

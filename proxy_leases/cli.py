@@ -11,6 +11,7 @@
     proxy-leases sql --downgrade FROM:TO
     proxy-leases check              the health checks (proxy_leases_health); exit 1 if one fails, 2 if it cannot tell
     proxy-leases status             the pool: total, in use, blocked, free, stuck, and by container
+    proxy-leases plot [--hours H]   the pool over the last H hours, from the audit trail, into proxy-pool.png
 
 The database comes from --url or DATABASE_URL. --cron, --cron-schedule, --lock-timeout and
 --deploy-wait are the -x options of `alembic` (docs/install.md, "Options"). Expected failures, the database's
@@ -100,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
     verbs.add_parser("check", parents=[shared],
                      help="the health checks: exit 0 all pass, 1 one fails, 2 no proxy-leases at this head here")
     verbs.add_parser("status", parents=[shared], help="the pool: total, in use, blocked, free, stuck; by container")
+    plot = verbs.add_parser("plot", parents=[shared],
+                            help="the pool over the last hours, from the audit trail, into a PNG (needs matplotlib)")
+    plot.add_argument("--hours", type=float, default=6.0, help="how far back (default: 6)")
+    plot.add_argument("--output", "-o", default="proxy-pool.png", help="the PNG to write (default: proxy-pool.png)")
     sql = verbs.add_parser("sql", parents=[sql_shared],
                            help="print the install, an upgrade, a downgrade or the pg_cron jobs as a psql script")
     sql.add_argument("revision", nargs="?", default=None,
@@ -227,9 +232,9 @@ QUIET = ("Context impl ", "Will assume ")
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
-    if options.verb in ("check", "status"):
+    if options.verb in ("check", "status", "plot"):
         return health.run(options.verb, getattr(options, "url", None) or os.environ.get("DATABASE_URL"),
-                          head_revision())
+                          head_revision(), getattr(options, "output", ""), getattr(options, "hours", 0))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(lambda record: not record.getMessage().startswith(QUIET))

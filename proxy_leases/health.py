@@ -8,10 +8,13 @@ check   prints every row of proxy_leases_health; exit 0 when all pass, 1 when on
         revision, or refused (a role without the monitoring grants).
 status  prints the pool as the incident report's statistics block did: total, in use, blocked,
         free, stuck, then the containers holding proxies.
+plot    draws the pool over the last hours from the audit trail into a PNG (proxy_leases/plot.py);
+        it reads the trail, so it needs proxy_leases_operator.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import psycopg
@@ -93,9 +96,20 @@ def status(conn: psycopg.Connection, head: str, out=sys.stdout) -> int:
     return OK
 
 
-def run(verb: str, url: str | None, head: str) -> int:
+def plot(conn: psycopg.Connection, head: str, output: str, hours: float) -> int:
+    require_head(conn, head)
+    if importlib.util.find_spec("matplotlib") is None:
+        print("proxy-leases: plot needs matplotlib: pip install 'proxy-leases[plot]'", file=sys.stderr)
+        return NOT_AT_HEAD
+    from proxy_leases import plot as drawing
+    return drawing.run(conn, output, hours)
+
+
+def run(verb: str, url: str | None, head: str, output: str = "", hours: float = 0) -> int:
     with connection.connect(connection.psycopg_url(url), f"proxy-leases {verb}") as conn:
         try:
+            if verb == "plot":
+                return plot(conn, head, output, hours)
             return {"check": check, "status": status}[verb](conn, head)
         except NotAtHead as error:
             print(f"proxy-leases: {error}", file=sys.stderr)

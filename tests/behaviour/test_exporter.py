@@ -1,7 +1,11 @@
 """monitoring/postgres_exporter.yml, scraped from the real exporter (Debian's prometheus-postgres-exporter)
-against the incident's database, connected as a role with nothing but pg_monitor."""
+against the incident's database, connected as a role with nothing but pg_monitor; and the Grafana
+dashboard (monitoring/grafana/proxy-leases.json), whose every metric must be in that scrape."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import psycopg
 import pytest
@@ -9,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from tests.behaviour.test_health import CHECKS
 from tests.helpers import past_the_grace
-from tools.harness import load_legacy_incident
+from tools.harness import ROOT, load_legacy_incident
 from tools.throwaway_exporter import ThrowawayExporter
 
 
@@ -116,3 +120,29 @@ def test_the_views_the_exporter_reads_are_refused_to_a_worker(incident):
                     conn.execute(f"SELECT * FROM {view}")
     finally:
         incident.run("DROP ROLE exporter_worker")
+
+
+def dashboard_metrics() -> set[str]:
+    dashboard = json.loads((ROOT / "monitoring" / "grafana" / "proxy-leases.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions.append(dashboard["templating"]["list"][1]["query"]["query"])
+    return {name for expr in expressions for name in re.findall(r"\b(proxy_leases_[a-z0-9_]+)\b", expr)}
+
+
+def test_every_metric_the_dashboard_queries_is_in_the_scrape(incident, exporter):
+    with incident.connect() as conn:
+        conn.execute("CALL run_lease_maintenance()")      # frees 16: this hour has reclaims to show
+    scraped = set(exporter.samples())
+    wanted = dashboard_metrics()
+    assert len(wanted) >= 15
+    assert wanted <= scraped, wanted - scraped
+
+
+def test_the_dashboards_panels_are_well_formed():
+    dashboard = json.loads((ROOT / "monitoring" / "grafana" / "proxy-leases.json").read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) and dashboard["uid"] == "proxy-leases"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel["title"]
+        assert panel["description"], panel["title"]
