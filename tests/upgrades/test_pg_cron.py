@@ -77,6 +77,22 @@ def test_without_pg_cron_the_upgrade_warns_and_succeeds(server_without_pg_cron, 
     database.downgrade("base", cron="auto")
 
 
+def test_without_pg_cron_the_health_says_nothing_runs_the_maintenance_and_check_exits_1(server_without_pg_cron):
+    """No error anywhere: the maintenance checks fail with what to do, the others pass."""
+    database = Database(server_without_pg_cron.url("fleet"))
+    database.upgrade(cron="auto")
+    try:
+        database.run("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, 100) n")
+        assert database.all("SELECT name, value FROM proxy_leases_health WHERE NOT ok") == [
+            ("maintenance_on_time", "no run recorded"), ("maintenance_succeeded", "no run recorded")]
+        result = proxy_leases_cli("check", "--url", database.url)
+        assert result.returncode == 1 and result.stderr == ""
+        assert "`proxy-leases sql --cron` prints the job" in result.stdout
+    finally:
+        database.run("DELETE FROM proxies")    # the baseline's downgrade drops only empty tables it made
+        database.downgrade("base", cron="off")
+
+
 def test_without_pg_cron_cron_require_fails_the_upgrade(server_without_pg_cron):
     database = Database(server_without_pg_cron.url("fleet"))
     with pytest.raises(PgCronUnavailable, match="cron=require"):
