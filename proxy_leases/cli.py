@@ -62,6 +62,16 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
+def positive_hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours < 24 * 366:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of hours above 0 and below a year, such as 6 or 0.5")
+    return hours
+
+
 def parser() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given before the command is not reset by the command's own parser.
@@ -103,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     verbs.add_parser("status", parents=[shared], help="the pool: total, in use, blocked, free, stuck; by container")
     plot = verbs.add_parser("plot", parents=[shared],
                             help="the pool over the last hours, from the audit trail, into a PNG (needs matplotlib)")
-    plot.add_argument("--hours", type=float, default=6.0, help="how far back (default: 6)")
+    plot.add_argument("--hours", type=positive_hours, default=6.0, help="how far back (default: 6)")
     plot.add_argument("--output", "-o", default="proxy-pool.png", help="the PNG to write (default: proxy-pool.png)")
     sql = verbs.add_parser("sql", parents=[sql_shared],
                            help="print the install, an upgrade, a downgrade or the pg_cron jobs as a psql script")

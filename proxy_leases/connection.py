@@ -31,12 +31,12 @@ def psycopg_url(url: str | None) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def connect(url: str, application_name: str) -> psycopg.Connection:
-    """An autocommit psycopg connection to ``url`` (as psycopg_url returns it)."""
+def connect(url: str, application_name: str, **options: object) -> psycopg.Connection:
+    """An autocommit psycopg connection to ``url`` (as psycopg_url returns it); ``options`` go to libpq."""
     parsed = make_url(url)
     try:
         return psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False),
-                               autocommit=True, application_name=application_name)
+                               autocommit=True, application_name=application_name, **options)
     except psycopg.OperationalError as error:
         where = f"{parsed.host or 'the local socket'}:{parsed.port or 5432}"
         words = " ".join(str(error).split())

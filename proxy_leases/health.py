@@ -4,8 +4,9 @@ Both read only what a monitoring role may read (proxy_leases_health, proxy_pool_
 proxy_pool_by_container: GRANT pg_monitor or proxy_leases_operator to it), never pg_cron's database.
 
 check   prints every row of proxy_leases_health; exit 0 when all pass, 1 when one fails (with what to
-        do), 2 when it cannot tell: the database has no proxy-leases, is not at this package's head
-        revision, or refused (a role without the monitoring grants).
+        do), 2 when it cannot tell: no database given, none reachable within 10 s, no proxy-leases
+        there or not at this package's head revision, or a refusal (a role without the monitoring
+        grants). status and plot exit 0 or 2 the same way.
 status  prints the pool as the incident report's statistics block did: total, in use, blocked,
         free, stuck, then the containers holding proxies.
 plot    draws the pool over the last hours from the audit trail into a PNG (proxy_leases/plot.py);
@@ -106,7 +107,13 @@ def plot(conn: psycopg.Connection, head: str, output: str, hours: float) -> int:
 
 
 def run(verb: str, url: str | None, head: str, output: str = "", hours: float = 0) -> int:
-    with connection.connect(connection.psycopg_url(url), f"proxy-leases {verb}") as conn:
+    try:
+        # A probe must answer: 10 s to connect, then exit 2. (No startup options: PgBouncer refuses them.)
+        conn = connection.connect(connection.psycopg_url(url), f"proxy-leases {verb}", connect_timeout=10)
+    except SystemExit as unreachable:
+        print(unreachable, file=sys.stderr)
+        return NOT_AT_HEAD
+    with conn:
         try:
             if verb == "plot":
                 return plot(conn, head, output, hours)

@@ -17,6 +17,7 @@ Needs matplotlib (pip install 'proxy-leases[plot]').
 from __future__ import annotations
 
 import bisect
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -119,10 +120,17 @@ def draw(history: PoolHistory, path: str, title: str) -> None:
 
 def run(conn: psycopg.Connection, path: str, hours: float) -> int:
     conn.execute("SET TIME ZONE 'UTC'")
-    until = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    since = conn.execute("SELECT clock_timestamp() - make_interval(secs => %s)", (hours * 3600,)).fetchone()[0]
-    history = pool_history(conn, since, until)
-    draw(history, path, f"{conn.info.dbname}: the proxy pool, {since:%Y-%m-%d %H:%M} to {until:%H:%M} UTC")
+    # One snapshot for the proxies, the events and the recoveries: a write in between would skew the undo.
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        until = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        since = conn.execute("SELECT clock_timestamp() - make_interval(secs => %s)", (hours * 3600,)).fetchone()[0]
+        history = pool_history(conn, since, until)
+    try:
+        draw(history, path, f"{conn.info.dbname}: the proxy pool, {since:%Y-%m-%d %H:%M} to {until:%H:%M} UTC")
+    except (OSError, ValueError) as cannot:
+        print(f"proxy-leases: cannot write {path}: {cannot}", file=sys.stderr)
+        return 2
     print(f"{path}: {len(history.times)} points, {len(history.reclaims)} reclaims; now {history.held[-1]} held, "
           f"{history.blocked[-1]} blocked, {history.free[-1]} free of {history.total}")
     return 0

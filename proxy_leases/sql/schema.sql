@@ -715,6 +715,8 @@ BEGIN
     SELECT c.oid INTO v_table
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relname = 'proxy_leases_alembic_version' AND c.relkind IN ('r', 'p')
+       AND c.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
+       AND c.relpersistence <> 't'
      ORDER BY n.nspname <> 'public', n.nspname
      LIMIT 1;
     IF v_table IS NULL THEN
@@ -1212,7 +1214,13 @@ DECLARE
     v_state       text;
     v_message     text;
     v_run         bigint;
+    v_alive       boolean;
 BEGIN
+    -- Held for the session until the run ends (COMMITs do not release it): proxy_leases_health reads
+    -- it in pg_locks to tell a run still working (blocked on a lock, say) from one that died. A run
+    -- started while another holds it (an operator's CALL beside pg_cron's) goes ahead all the same.
+    v_alive := pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('proxy_leases'),
+                                                pg_catalog.hashtext('run_lease_maintenance'));
     BEGIN
         -- Waiting long for the record would delay the steps: a second, then the WARNING below.
         PERFORM set_config('lock_timeout', '1s', true);
@@ -1243,18 +1251,23 @@ BEGIN
     unblocked_proxies := v_counts[3];
     v_pruned := v_counts[4];
 
-    BEGIN
-        PERFORM set_config('lock_timeout', '1s', true);
-        UPDATE public.proxy_lease_maintenance_runs r
-           SET finished_at = greatest(clock_timestamp(), r.started_at), requeued_tasks = v_counts[1],
-               released_proxies = v_counts[2], unblocked_proxies = v_counts[3], pruned_events = v_counts[4],
-               failures = v_failures
-         WHERE r.id = v_run;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-        RAISE WARNING 'run_lease_maintenance: the end of this run is not recorded: % (SQLSTATE %)', v_message, v_state;
-    END;
+    IF v_run IS NOT NULL THEN
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', true);
+            UPDATE public.proxy_lease_maintenance_runs r
+               SET finished_at = greatest(clock_timestamp(), r.started_at), requeued_tasks = v_counts[1],
+                   released_proxies = v_counts[2], unblocked_proxies = v_counts[3], pruned_events = v_counts[4],
+                   failures = v_failures
+             WHERE r.id = v_run;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            RAISE WARNING 'run_lease_maintenance: the end of this run is not recorded: % (SQLSTATE %)', v_message, v_state;
+        END;
+    END IF;
     COMMIT;
+    IF v_alive THEN
+        PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('proxy_leases'), pg_catalog.hashtext('run_lease_maintenance'));
+    END IF;
 
     IF coalesce(requeued_tasks, 0) + coalesce(released_proxies, 0) + coalesce(unblocked_proxies, 0)
        + coalesce(v_pruned, 0) > 0 THEN
@@ -2019,9 +2032,18 @@ CREATE VIEW public.proxy_leases_health AS
             s.event_retention,
             (((2)::double precision * s.maintenance_period) + '00:00:30'::interval) AS maintenance_late_after
            FROM public.proxy_lease_settings s
+        ), alive AS (
+         SELECT (EXISTS ( SELECT
+                   FROM pg_locks l
+                  WHERE ((l.locktype = 'advisory'::text) AND l.granted AND (l.objsubid = 2) AND (l.database = ( SELECT d.oid
+                           FROM pg_database d
+                          WHERE (d.datname = current_database()))) AND (l.classid = (hashtext('proxy_leases'::text))::oid) AND (l.objid = (hashtext('run_lease_maintenance'::text))::oid)))) AS running
         ), last_run AS (
-         SELECT r.started_at
-           FROM public.proxy_lease_maintenance_runs r
+         SELECT r.id,
+            r.started_at,
+            ((r.finished_at IS NULL) AND alive.running) AS running
+           FROM public.proxy_lease_maintenance_runs r,
+            alive
           ORDER BY r.id DESC
          LIMIT 1
         ), last_outcome AS (
@@ -2031,7 +2053,9 @@ CREATE VIEW public.proxy_leases_health AS
             r.failures
            FROM public.proxy_lease_maintenance_runs r,
             settings
-          WHERE ((r.finished_at IS NOT NULL) OR (r.started_at < (now() - settings.maintenance_period)))
+          WHERE ((r.finished_at IS NOT NULL) OR ((r.started_at < (now() - settings.maintenance_period)) AND (NOT ((r.id = ( SELECT l.id
+                   FROM last_run l)) AND ( SELECT l.running
+                   FROM last_run l)))))
           ORDER BY r.id DESC
          LIMIT 1
         ), pool AS (
@@ -2058,10 +2082,11 @@ CREATE VIEW public.proxy_leases_health AS
             COALESCE((last_run.started_at >= (now() - settings.maintenance_late_after)), false) AS "coalesce",
                 CASE
                     WHEN (last_run.started_at IS NULL) THEN 'no run recorded'::text
+                    WHEN last_run.running THEN format('run %s still running, started %s ago'::text, last_run.id, date_trunc('second'::text, (now() - last_run.started_at)))
                     ELSE format('last run started %s ago'::text, date_trunc('second'::text, (now() - last_run.started_at)))
                 END AS format,
             format('a run within %s'::text, settings.maintenance_late_after) AS format,
-            'Nothing is running the maintenance: pg_cron''s job is gone or paused, its scheduler stopped (the database in cron.database_name dropped, pg_cron out of shared_preload_libraries), or this is a standby. `proxy-leases sql --cron` prints the job; or CALL public.run_lease_maintenance() every maintenance_period from another scheduler.'::text
+            'Nothing is running the maintenance: pg_cron''s job is gone or paused, or its scheduler stopped (the database in cron.database_name dropped, pg_cron out of shared_preload_libraries, a failover to a server without it); or a run is stuck (see pg_stat_activity). `proxy-leases sql --cron` prints the job; or CALL public.run_lease_maintenance() every maintenance_period from another scheduler. A schedule slower than maintenance_period needs that setting raised.'::text
            FROM (settings
              LEFT JOIN last_run ON (true))
         UNION ALL
@@ -2075,7 +2100,7 @@ CREATE VIEW public.proxy_leases_health AS
                     ELSE format('run %s succeeded'::text, last_outcome.id)
                 END AS format,
             'every step succeeded'::text,
-            'Read the failure in proxy_lease_maintenance_runs.failures (and the server log); each step is retried by the next run. A run that never finished was killed or its server crashed.'::text
+            'Read the failure in proxy_lease_maintenance_runs.failures (and the server log); each step is retried by the next run. A run that never finished was killed, its server crashed, or it could not record its end (a WARNING in the server log).'::text
            FROM (settings
              LEFT JOIN last_outcome ON (true))
         UNION ALL

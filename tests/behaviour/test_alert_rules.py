@@ -56,11 +56,24 @@ def test_the_replay_fails_when_the_free_pool_rule_would_miss_the_incident(tmp_pa
 
 
 def test_every_metric_a_rule_reads_is_one_the_exporter_produces():
-    produced = exporter_metrics()
+    produced = exporter_metrics() | {"pg_up"}     # pg_up: the exporter's own, whatever its queries
     for rule in rules():
-        read = set(re.findall(r"\b(proxy_leases_[a-z0-9_]+)\b", rule["expr"]))
+        read = set(re.findall(r"\b((?:proxy_leases|pg)_[a-z0-9_]+)\b", rule["expr"]))
         assert read, rule["alert"]
         assert read <= produced, (rule["alert"], read - produced)
     # and every replayed series is one of them too
     replayed = set(re.findall(r"'(proxy_leases_[a-z0-9_]+)\{", (MONITORING / "alerts_test.yml").read_text()))
     assert replayed <= produced, replayed - produced
+
+
+def test_every_label_value_a_rule_or_the_replay_names_is_one_the_database_gives(db):
+    """A check or an event reason misspelt in a rule would never match, and promtool could not tell."""
+    checks = {name for (name,) in db.all("SELECT name FROM proxy_leases_health")}
+    text = (MONITORING / "alerts.yml").read_text() + (MONITORING / "alerts_test.yml").read_text()
+    named_checks = set(re.findall(r'check="([a-z_]+)"', text))
+    assert named_checks and named_checks <= checks, named_checks - checks
+    # Event reasons: those the audit trigger and the lease API write (docs/watching.md, "Event reasons").
+    reasons = set(re.findall(r"^\| `(?:granted|released|blocked|unblocked)` \| `([a-z_]+)` \|",
+                             (ROOT / "docs" / "watching.md").read_text(), re.MULTILINE))
+    named_reasons = set(re.findall(r'reason="([a-z_]+)"', text))
+    assert named_reasons and named_reasons <= reasons, (named_reasons - reasons, sorted(reasons))

@@ -23,12 +23,18 @@ def unlabelled(samples, name: str) -> float:
     return value
 
 
+def server(samples) -> str:
+    """The server label the exporter adds to every metric."""
+    (labels,) = samples["proxy_leases_pool_size"]
+    return dict(labels)["server"]
+
+
 def by(samples, name: str, label: str) -> dict[str, float]:
     return {dict(labels)[label]: value for labels, value in samples[name].items()}
 
 
 def pool(samples) -> tuple:
-    return tuple(int(unlabelled(samples, f"proxy_leases_pool_{name}")) for name in ("total", "in_use", "blocked", "free", "stuck"))
+    return tuple(int(unlabelled(samples, f"proxy_leases_pool_{name}")) for name in ("size", "in_use", "blocked", "free", "stuck"))
 
 
 @pytest.fixture
@@ -80,6 +86,7 @@ def test_the_scrape_shows_the_incident_before_the_sweep_and_the_pool_whole_after
     assert by(after, "proxy_leases_health_ok", "check") == {check: 1.0 for check in CHECKS}
     assert unlabelled(after, "proxy_leases_settings_lease_seconds") == 300
     assert unlabelled(after, "proxy_leases_settings_maintenance_period_seconds") == 60
+    assert after["proxy_leases_revision_info"] == {(("revision", "0021_maintenance_health"), ("server", server(after))): 1}
 
 
 def test_the_event_counters_never_go_down_when_the_trail_is_pruned(incident, exporter):

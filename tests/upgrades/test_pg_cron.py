@@ -111,8 +111,11 @@ def test_preloaded_pg_cron_without_its_extension_is_created_where_it_lives():
                 ("proxy_leases_prune_history.fleet", CRON_DATABASE), ("proxy_leases_sweep.fleet", "fleet")]
 
 
-def test_the_scheduled_job_really_requeues_a_dead_workers_task_and_frees_every_stuck_proxy(fresh_database, pg_server):
-    """pg_cron 1.4 runs at minute boundaries: this waits for the next one (at most about a minute)."""
+def test_the_scheduled_job_really_requeues_and_frees_and_once_unscheduled_the_health_reports_it_late(
+        fresh_database, pg_server):
+    """pg_cron 1.4 runs at minute boundaries: this waits for the next one (at most about a minute). Then the
+    job is unscheduled by hand, as an operator would, and the fleet's database notices by itself: two
+    periods and 30 s after that run (two and a half minutes more)."""
     database = fresh_database()
     database.upgrade(cron="auto")
     database.run("INSERT INTO proxies (address) VALUES ('http://10.0.0.1:3128'), ('http://10.0.0.2:3128')")
@@ -140,6 +143,22 @@ def test_the_scheduled_job_really_requeues_a_dead_workers_task_and_frees_every_s
         time.sleep(0.2)
     assert ("release_stuck_proxies: freed 1 stuck proxies (lease_expired 1) held by 1 container(s): c7f1e2d0 (1)"
             in pg_server.server_log())
+
+    database.run("UPDATE proxy_lease_settings SET free_pool_floor = NULL")     # a pool of two proxies
+    assert database.all("SELECT name FROM proxy_leases_health WHERE NOT ok") == []
+    assert proxy_leases_cli("check", "--url", database.url).returncode == 0
+    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
+        conn.execute("SELECT cron.unschedule(%s)", (job_name(database.name),))
+    last_start = database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs")
+    while database.one("SELECT ok FROM proxy_leases_health WHERE name = 'maintenance_on_time'"):
+        assert time.monotonic() < deadline + 240, "still on time four minutes after the job was unscheduled"
+        time.sleep(0.5)
+    late_after = database.one("SELECT now() - %s", (last_start,)).total_seconds()
+    assert 150 <= late_after < 153      # two periods of a minute, and 30 s for pg_cron's start delay
+    assert database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs") == last_start   # nothing ran since
+    result = proxy_leases_cli("check", "--url", database.url)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == "6 of 7 checks pass; failing: maintenance_on_time"
 
 
 def test_pg_crons_run_history_of_this_databases_jobs_is_pruned_and_nobody_elses(fresh_database, pg_server):
@@ -237,33 +256,3 @@ def test_an_owner_that_is_not_superuser_gets_a_warning_or_with_the_documented_gr
             conn.execute("DROP OWNED BY fleet_owner")
             conn.execute("DROP ROLE fleet_owner")
 
-
-def test_with_the_job_unscheduled_by_hand_the_health_reports_the_maintenance_late_within_two_periods(
-        fresh_database, pg_server):
-    """The job runs for real, is unscheduled as an operator would, and the fleet's database notices by itself.
-
-    Waits for the job's next run (pg_cron 1.4: at the next minute), then two periods and 30 s: about
-    three minutes.
-    """
-    database = fresh_database()
-    database.upgrade(cron="auto")
-    database.run("INSERT INTO proxies (address) SELECT 'http://p' || n FROM generate_series(1, 100) n")
-    deadline = time.monotonic() + 90
-    while not database.one("SELECT count(*) FROM proxy_lease_maintenance_runs WHERE finished_at IS NOT NULL"):
-        assert time.monotonic() < deadline, pg_server.server_log()[-3000:]
-        time.sleep(0.5)
-    assert database.all("SELECT name FROM proxy_leases_health WHERE NOT ok") == []
-    assert proxy_leases_cli("check", "--url", database.url).returncode == 0
-
-    with psycopg.connect(pg_server.url(CRON_DATABASE), autocommit=True) as conn:
-        conn.execute("SELECT cron.unschedule(%s)", (job_name(database.name),))
-    last_start = database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs")
-    while database.one("SELECT ok FROM proxy_leases_health WHERE name = 'maintenance_on_time'"):
-        assert time.monotonic() < deadline + 240, "still on time four minutes after the job was unscheduled"
-        time.sleep(0.5)
-    late_after = database.one("SELECT now() - %s", (last_start,)).total_seconds()
-    assert 150 <= late_after < 153      # two periods of a minute, and 30 s for pg_cron's start delay
-    assert database.one("SELECT max(started_at) FROM proxy_lease_maintenance_runs") == last_start   # nothing ran since
-    result = proxy_leases_cli("check", "--url", database.url)
-    assert result.returncode == 1
-    assert result.stdout.splitlines()[-1] == "6 of 7 checks pass; failing: maintenance_on_time"

@@ -1,7 +1,9 @@
 -- The revision the database is at, as Alembic recorded it in proxy_leases_alembic_version, for
 -- proxy_leases_health. That table is created in the first schema of the deploying session's
 -- search_path (public, unless the deploy role's own schema comes first), and only its owner may read
--- it: so the table is found in the catalog, and read as the owner of this function.
+-- it: so the table is found in the catalog, and read as the owner of this function. Only a table
+-- that owner owns counts, never a temporary one: anyone may create a table of that name in a schema
+-- they can write to, and this function must not read it with its owner's rights.
 
 CREATE OR REPLACE FUNCTION public.proxy_leases_installed_revision()
 RETURNS text
@@ -17,6 +19,8 @@ BEGIN
     SELECT c.oid INTO v_table
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relname = 'proxy_leases_alembic_version' AND c.relkind IN ('r', 'p')
+       AND c.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
+       AND c.relpersistence <> 't'
      ORDER BY n.nspname <> 'public', n.nspname
      LIMIT 1;
     IF v_table IS NULL THEN

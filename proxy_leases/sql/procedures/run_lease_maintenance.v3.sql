@@ -12,7 +12,8 @@
 -- starts, committed before the first step so that a run that dies is seen, completed with the
 -- counts and failures when it ends. Recording is best effort: a write that fails (the table locked
 -- for over a second, a role without the rights) becomes a WARNING, and the steps run as they would
--- without it.
+-- without it. A session advisory lock, held until the run ends, tells proxy_leases_health that the
+-- run is alive, however long it takes.
 
 CREATE OR REPLACE PROCEDURE public.run_lease_maintenance(
     INOUT requeued_tasks integer DEFAULT NULL,
@@ -32,7 +33,13 @@ DECLARE
     v_state       text;
     v_message     text;
     v_run         bigint;
+    v_alive       boolean;
 BEGIN
+    -- Held for the session until the run ends (COMMITs do not release it): proxy_leases_health reads
+    -- it in pg_locks to tell a run still working (blocked on a lock, say) from one that died. A run
+    -- started while another holds it (an operator's CALL beside pg_cron's) goes ahead all the same.
+    v_alive := pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('proxy_leases'),
+                                                pg_catalog.hashtext('run_lease_maintenance'));
     BEGIN
         -- Waiting long for the record would delay the steps: a second, then the WARNING below.
         PERFORM set_config('lock_timeout', '1s', true);
@@ -63,18 +70,23 @@ BEGIN
     unblocked_proxies := v_counts[3];
     v_pruned := v_counts[4];
 
-    BEGIN
-        PERFORM set_config('lock_timeout', '1s', true);
-        UPDATE public.proxy_lease_maintenance_runs r
-           SET finished_at = greatest(clock_timestamp(), r.started_at), requeued_tasks = v_counts[1],
-               released_proxies = v_counts[2], unblocked_proxies = v_counts[3], pruned_events = v_counts[4],
-               failures = v_failures
-         WHERE r.id = v_run;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-        RAISE WARNING 'run_lease_maintenance: the end of this run is not recorded: % (SQLSTATE %)', v_message, v_state;
-    END;
+    IF v_run IS NOT NULL THEN
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', true);
+            UPDATE public.proxy_lease_maintenance_runs r
+               SET finished_at = greatest(clock_timestamp(), r.started_at), requeued_tasks = v_counts[1],
+                   released_proxies = v_counts[2], unblocked_proxies = v_counts[3], pruned_events = v_counts[4],
+                   failures = v_failures
+             WHERE r.id = v_run;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+            RAISE WARNING 'run_lease_maintenance: the end of this run is not recorded: % (SQLSTATE %)', v_message, v_state;
+        END;
+    END IF;
     COMMIT;
+    IF v_alive THEN
+        PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('proxy_leases'), pg_catalog.hashtext('run_lease_maintenance'));
+    END IF;
 
     IF coalesce(requeued_tasks, 0) + coalesce(released_proxies, 0) + coalesce(unblocked_proxies, 0)
        + coalesce(v_pruned, 0) > 0 THEN

@@ -5,7 +5,8 @@
 -- proxy_lease_maintenance_runs. docs/monitoring.md says what each check means.
 --
 -- Cost: one pass over proxies for the pool's checks (the counts of proxy_pool_status), the newest
--- maintenance runs by primary key, and the oldest audit event by its time index.
+-- maintenance runs by primary key, the advisory locks in pg_locks, and the oldest audit event by
+-- its time index.
 
 CREATE OR REPLACE VIEW public.proxy_leases_health AS
 WITH settings AS (
@@ -13,13 +14,27 @@ WITH settings AS (
            -- Late: no run started within two periods, with 30 s for pg_cron's start delay.
            2 * s.maintenance_period + interval '30 seconds' AS maintenance_late_after
       FROM public.proxy_lease_settings s),
+-- A run holds this session advisory lock from its start to its end (run_lease_maintenance v3): the
+-- newest run, unfinished, is still working while it is held, however long it takes.
+alive AS (
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database())
+                      AND l.classid = pg_catalog.hashtext('proxy_leases')::oid
+                      AND l.objid = pg_catalog.hashtext('run_lease_maintenance')::oid) AS running),
 last_run AS (
-    SELECT r.started_at FROM public.proxy_lease_maintenance_runs r ORDER BY r.id DESC LIMIT 1),
--- The newest run that has ended, or should have: one unfinished a period after it started has died.
+    SELECT r.id, r.started_at, r.finished_at IS NULL AND alive.running AS running
+      FROM public.proxy_lease_maintenance_runs r, alive
+     ORDER BY r.id DESC LIMIT 1),
+-- The newest run that has ended, or should have: an unfinished one that is not the newest still
+-- holding the lock has died (once a period has passed, for a run that has just begun).
 last_outcome AS (
     SELECT r.id, r.started_at, r.finished_at, r.failures
       FROM public.proxy_lease_maintenance_runs r, settings
-     WHERE r.finished_at IS NOT NULL OR r.started_at < now() - settings.maintenance_period
+     WHERE r.finished_at IS NOT NULL
+        OR (r.started_at < now() - settings.maintenance_period
+            AND NOT (r.id = (SELECT l.id FROM last_run l) AND (SELECT l.running FROM last_run l)))
      ORDER BY r.id DESC LIMIT 1),
 pool AS (
     SELECT count(*) AS total,
@@ -43,12 +58,16 @@ checks (position, name, ok, value, threshold, action) AS (
     SELECT 2, 'maintenance_on_time',
            coalesce(last_run.started_at >= now() - settings.maintenance_late_after, false),
            CASE WHEN last_run.started_at IS NULL THEN 'no run recorded'
+                WHEN last_run.running
+                THEN format('run %s still running, started %s ago', last_run.id,
+                            date_trunc('second', now() - last_run.started_at))
                 ELSE format('last run started %s ago', date_trunc('second', now() - last_run.started_at)) END,
            format('a run within %s', settings.maintenance_late_after),
-           'Nothing is running the maintenance: pg_cron''s job is gone or paused, its scheduler stopped (the '
-           'database in cron.database_name dropped, pg_cron out of shared_preload_libraries), or this is a '
-           'standby. `proxy-leases sql --cron` prints the job; or CALL public.run_lease_maintenance() every '
-           'maintenance_period from another scheduler.'
+           'Nothing is running the maintenance: pg_cron''s job is gone or paused, or its scheduler stopped (the '
+           'database in cron.database_name dropped, pg_cron out of shared_preload_libraries, a failover to a '
+           'server without it); or a run is stuck (see pg_stat_activity). `proxy-leases sql --cron` prints the '
+           'job; or CALL public.run_lease_maintenance() every maintenance_period from another scheduler. A '
+           'schedule slower than maintenance_period needs that setting raised.'
       FROM settings LEFT JOIN last_run ON true
     UNION ALL
     SELECT 3, 'maintenance_succeeded',
@@ -62,7 +81,8 @@ checks (position, name, ok, value, threshold, action) AS (
                 ELSE format('run %s succeeded', last_outcome.id) END,
            'every step succeeded',
            'Read the failure in proxy_lease_maintenance_runs.failures (and the server log); each step is retried '
-           'by the next run. A run that never finished was killed or its server crashed.'
+           'by the next run. A run that never finished was killed, its server crashed, or it could not record '
+           'its end (a WARNING in the server log).'
       FROM settings LEFT JOIN last_outcome ON true
     UNION ALL
     SELECT 4, 'no_proxy_held_past_lease',
