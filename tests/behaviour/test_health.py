@@ -353,3 +353,24 @@ def test_plot_refuses_a_period_that_is_no_number_of_hours_and_a_file_it_cannot_w
     unwritable = proxy_leases_cli("plot", "--url", pool.url, "--output", str(tmp_path / "missing" / "p.png"))
     assert unwritable.returncode == 2 and "cannot write" in unwritable.stderr
     assert "Traceback" not in unwritable.stderr
+
+
+def test_the_revision_is_read_only_from_the_owners_own_table_never_one_another_role_made(pool):
+    """proxy_leases_installed_revision runs as its owner: a table of that name made by anyone else, in a
+    schema searched first or as a temporary table, is never read (nor its policies run with the owner's rights)."""
+    pool.run("CREATE SCHEMA deploy")
+    pool.run("ALTER TABLE proxy_leases_alembic_version SET SCHEMA deploy")
+    pool.run("CREATE ROLE health_intruder LOGIN")
+    try:
+        pool.run("CREATE TABLE public.proxy_leases_alembic_version (version_num varchar(32))")
+        pool.run("INSERT INTO public.proxy_leases_alembic_version VALUES ('forged')")
+        pool.run("ALTER TABLE public.proxy_leases_alembic_version OWNER TO health_intruder")
+        assert pool.one("SELECT proxy_leases_installed_revision()") == "0021_maintenance_health"
+        with pool.connect() as conn:
+            conn.execute("CREATE TEMPORARY TABLE proxy_leases_alembic_version AS SELECT 'temporary'::text AS version_num")
+            assert conn.execute("SELECT proxy_leases_installed_revision()").fetchone() == ("0021_maintenance_health",)
+    finally:
+        pool.run("DROP TABLE public.proxy_leases_alembic_version")
+        pool.run("DROP ROLE health_intruder")
+        pool.run("ALTER TABLE deploy.proxy_leases_alembic_version SET SCHEMA public")
+        pool.run("DROP SCHEMA deploy")
