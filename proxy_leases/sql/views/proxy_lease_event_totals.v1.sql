@@ -2,8 +2,8 @@
 -- and those prune_lease_events has deleted. It only grows (unless someone deletes events by hand),
 -- so a monitoring system can take its rate: releases by reason a minute, grants a second.
 --
--- Cost: one count over the trail (an index-only scan when the visibility map is current); 1,200,000
--- events take about a tenth of a second. Scrape it every 15 s or more, not per task.
+-- Cost: one count over the trail, about 0.2 s per million events (docs/measurements.md). Scrape it
+-- every 30 s or more, not per task.
 
 CREATE OR REPLACE VIEW public.proxy_lease_event_totals AS
 SELECT x.event, x.reason, sum(x.events)::bigint AS events
