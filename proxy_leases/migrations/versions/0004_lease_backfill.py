@@ -19,4 +19,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_sql(op, "0004_lease_backfill.down.sql")
+    # Dropping and adding the rule takes ACCESS EXCLUSIVE on proxies: in the short attempts of
+    # 0003_lease_locks.sql, as 0007's downgrade does, so that a wait for an open reader never queues the
+    # fleet behind it. (Until 0.21 the downgrade asked for it directly: behind one open transaction that
+    # had read proxies, every worker waited for the whole lock_timeout. The SQL files are unchanged.)
+    run_sql(op, "0003_lease_locks.sql", "0004_lease_backfill.down.sql")
