@@ -21,6 +21,7 @@ import sys
 import psycopg
 
 from proxy_leases import __version__, connection
+from proxy_leases.migrations.version_table import LEGACY_TABLE, VERSION_TABLE
 
 OK, FAILED, NOT_AT_HEAD = 0, 1, 2
 
@@ -37,8 +38,7 @@ def installed_revision(conn: psycopg.Connection) -> str | None:
     """
     has_function, table = conn.execute(
         "SELECT to_regprocedure('public.proxy_leases_installed_revision()') IS NOT NULL, "
-        "       coalesce(to_regclass('proxy_leases_alembic_version'), to_regclass('alembic_version'))::text"
-    ).fetchone()
+        "       coalesce(to_regclass(%s), to_regclass(%s))::text", (VERSION_TABLE, LEGACY_TABLE)).fetchone()
     if has_function:
         return conn.execute("SELECT public.proxy_leases_installed_revision()").fetchone()[0]
     if table is None:

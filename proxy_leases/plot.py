@@ -34,6 +34,16 @@ class PoolHistory:
     reclaims: list[tuple[datetime, str]]
 
 
+# What each event sets in a proxy's [held, blocked] state: index and value.
+SETS = {"granted": (0, True), "released": (0, False), "blocked": (1, True), "unblocked": (1, False)}
+
+
+def apply(state: list[bool], event: str, forward: bool, replaced: bool) -> None:
+    """The event done (forward) or undone; undoing a block that replaced another leaves the proxy blocked."""
+    index, value = SETS[event]
+    state[index] = value if forward else (replaced if event == "blocked" else not value)
+
+
 def pool_history(conn: psycopg.Connection, since: datetime, until: datetime) -> PoolHistory:
     proxies = {pid: [bool(held), bool(blocked)] for pid, held, blocked in conn.execute(
         "SELECT id, is_in_use IS TRUE, is_blocked IS TRUE FROM public.proxies")}
@@ -49,44 +59,27 @@ def pool_history(conn: psycopg.Connection, since: datetime, until: datetime) -> 
             last_block_event[pid] = event
     # Undo every event since `since`, newest first: the state of each proxy at `since`.
     for (_, pid, event), replaced in zip(reversed(events), reversed(replaces_a_block)):
-        state = proxies.setdefault(pid, [False, False])
-        if event == "granted":
-            state[0] = False
-        elif event == "released":
-            state[0] = True
-        elif event == "unblocked":
-            state[1] = True
-        elif event == "blocked":
-            state[1] = replaced
+        apply(proxies.setdefault(pid, [False, False]), event, forward=False, replaced=replaced)
     total = len(proxies)
+    held = sum(1 for h, _ in proxies.values() if h)
+    blocked = sum(1 for h, b in proxies.values() if b and not h)
 
-    def figures() -> tuple[int, int, int]:
-        held = sum(1 for h, _ in proxies.values() if h)
-        blocked = sum(1 for h, b in proxies.values() if b and not h)
-        return held, blocked, total - held - blocked
-
-    history = PoolHistory([since], *[[value] for value in figures()], total=total, reclaims=[])
+    # Then replay them, oldest first, counting as each proxy changes: one step per event.
+    history = PoolHistory([since], [held], [blocked], [total - held - blocked], total=total, reclaims=[])
     for (at, pid, event), replaced in zip(events, replaces_a_block):
         if at > until:
             break
         state = proxies[pid]
-        if event == "granted":
-            state[0] = True
-        elif event == "released":
-            state[0] = False
-        elif event == "unblocked":
-            state[1] = False
-        elif event == "blocked":
-            state[1] = True
-        held, blocked, free = figures()
+        held, blocked = held - state[0], blocked - (state[1] and not state[0])
+        apply(state, event, forward=True, replaced=replaced)
+        held, blocked = held + state[0], blocked + (state[1] and not state[0])
         history.times.append(at)
         history.held.append(held)
         history.blocked.append(blocked)
-        history.free.append(free)
-    end = figures()
+        history.free.append(total - held - blocked)
     history.times.append(until)
-    for series, value in zip((history.held, history.blocked, history.free), end):
-        series.append(value)
+    for series in (history.held, history.blocked, history.free):
+        series.append(series[-1])
     history.reclaims = conn.execute(
         "SELECT freed_at, reason FROM public.proxy_recoveries WHERE freed_at BETWEEN %s AND %s ORDER BY freed_at",
         (since, until)).fetchall()

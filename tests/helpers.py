@@ -8,7 +8,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from tools.harness import Database
+from sqlalchemy.engine import make_url
+
+from tools.harness import Database, load_legacy_incident
 
 
 CATALOG_QUERY = """
@@ -65,6 +67,19 @@ def past_the_grace(database: Database) -> None:
     """Move every grant back past orphan_grace, instead of sleeping through it."""
     database.run("UPDATE proxies SET leased_at = leased_at - (SELECT orphan_grace FROM proxy_lease_settings)"
                  " - interval '1 second' WHERE is_in_use")
+
+
+def as_role(url: str, role: str, **query: str) -> str:
+    """``url`` for another login role (no password: the test servers trust), with ``query`` parameters."""
+    return make_url(url).set(username=role, password=None, query=query).render_as_string(hide_password=False)
+
+
+def upgraded_incident(database: Database) -> Database:
+    """The incident's pool, upgraded to head and moved past the grace: 16 proxies stuck, the sweep not yet run."""
+    load_legacy_incident(database)
+    database.upgrade()
+    past_the_grace(database)
+    return database
 
 
 def container_of(worker_id: str | None) -> str | None:

@@ -13,10 +13,8 @@ PROXY_LEASES_PG_OS_USER, as for the server), from a temporary directory that use
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.throwaway_postgres import free_port
+from tools.throwaway_postgres import free_port, hand_over, stop_process, unprivileged_user
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ROOT / "monitoring" / "postgres_exporter.yml"
@@ -61,7 +59,7 @@ class ThrowawayExporter:
     def __post_init__(self) -> None:
         self.binary = find_exporter()
         self.port = free_port()
-        self.os_user = pwd.getpwnam(os.environ.get("PROXY_LEASES_PG_OS_USER", "postgres")) if os.geteuid() == 0 else None
+        self.os_user = unprivileged_user()
         self.process: subprocess.Popen | None = None
         self.workdir = ""
 
@@ -69,11 +67,7 @@ class ThrowawayExporter:
         self.workdir = tempfile.mkdtemp(prefix="proxy-leases-exporter-")
         queries = os.path.join(self.workdir, "queries.yml")
         shutil.copyfile(self.queries, queries)
-        as_user = {}
-        if self.os_user:
-            for path in (self.workdir, queries):
-                os.chown(path, self.os_user.pw_uid, self.os_user.pw_gid)
-            as_user = {"user": self.os_user.pw_uid, "group": self.os_user.pw_gid, "extra_groups": []}
+        as_user = hand_over(self.os_user, self.workdir, queries)
         env = {"PATH": "/usr/bin:/bin", "DATA_SOURCE_NAME": self.dsn, "HOME": self.workdir}
         with open(os.path.join(self.workdir, "exporter.log"), "w") as log:
             self.process = subprocess.Popen(
@@ -106,13 +100,7 @@ class ThrowawayExporter:
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = ""

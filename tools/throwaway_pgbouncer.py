@@ -15,9 +15,7 @@ temporary directory that user owns.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row
 
-from tools.throwaway_postgres import free_port
+from tools.throwaway_postgres import free_port, hand_over, stop_process, unprivileged_user
 
 
 def find_pgbouncer() -> str:
@@ -59,9 +57,7 @@ class ThrowawayPgBouncer:
     def __post_init__(self) -> None:
         self.binary = find_pgbouncer()
         self.port = self.port or free_port()
-        self.os_user = None
-        if os.geteuid() == 0:
-            self.os_user = pwd.getpwnam(os.environ.get("PROXY_LEASES_PG_OS_USER", "postgres"))
+        self.os_user = unprivileged_user()
         self.process: subprocess.Popen | None = None
         self.workdir = ""
 
@@ -93,11 +89,7 @@ class ThrowawayPgBouncer:
         ]
         with open(config, "w") as out:
             out.write("\n".join(lines) + "\n")
-        as_user = {}
-        if self.os_user:
-            for path in (self.workdir, auth_file, config):
-                os.chown(path, self.os_user.pw_uid, self.os_user.pw_gid)
-            as_user = {"user": self.os_user.pw_uid, "group": self.os_user.pw_gid, "extra_groups": []}
+        as_user = hand_over(self.os_user, self.workdir, auth_file, config)
         with open(os.path.join(self.workdir, "stderr.log"), "w") as stderr:
             self.process = subprocess.Popen([self.binary, config], stdin=subprocess.DEVNULL,
                                             stdout=stderr, stderr=stderr, **as_user)
@@ -132,13 +124,7 @@ class ThrowawayPgBouncer:
         return "".join(text)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # immediate shutdown
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = ""

@@ -20,6 +20,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -105,6 +106,33 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# For the other servers the tests start (PgBouncer, postgres_exporter), which refuse root or should not run as it.
+
+def unprivileged_user() -> pwd.struct_passwd | None:
+    """Who a server runs as when we are root (PROXY_LEASES_PG_OS_USER, default postgres); None when we are not."""
+    return pwd.getpwnam(os.environ.get("PROXY_LEASES_PG_OS_USER", "postgres")) if os.geteuid() == 0 else None
+
+
+def hand_over(user: pwd.struct_passwd | None, *paths: str) -> dict:
+    """Give ``paths`` to ``user`` and return subprocess.Popen's arguments that run as that user ({} for None)."""
+    if user is None:
+        return {}
+    for path in paths:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """SIGTERM (PgBouncer's immediate shutdown, the exporter's exit), then SIGKILL after 10 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass

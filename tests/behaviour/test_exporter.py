@@ -9,11 +9,10 @@ import re
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.behaviour.test_health import CHECKS
-from tests.helpers import past_the_grace
-from tools.harness import ROOT, load_legacy_incident
+from tests.helpers import as_role, upgraded_incident
+from tools.harness import ROOT
 from tools.throwaway_exporter import ThrowawayExporter
 
 
@@ -40,10 +39,7 @@ def pool(samples) -> tuple:
 @pytest.fixture
 def incident(fresh_database):
     """The incident's pool after the upgrade, once the grace has passed: 16 proxies stuck."""
-    database = fresh_database()
-    load_legacy_incident(database)
-    database.upgrade()
-    past_the_grace(database)
+    database = upgraded_incident(fresh_database())
     database.run("CREATE ROLE exporter_monitor LOGIN IN ROLE pg_monitor")
     yield database
     database.run("DROP OWNED BY exporter_monitor; DROP ROLE exporter_monitor")
@@ -51,8 +47,7 @@ def incident(fresh_database):
 
 @pytest.fixture
 def exporter(incident):
-    dsn = make_url(incident.url).set(username="exporter_monitor", query={"sslmode": "disable"})
-    with ThrowawayExporter(dsn.render_as_string(hide_password=False)) as running:
+    with ThrowawayExporter(as_role(incident.url, "exporter_monitor", sslmode="disable")) as running:
         yield running
 
 
@@ -105,8 +100,7 @@ def test_the_event_counters_never_go_down_when_the_trail_is_pruned(incident, exp
 def test_a_role_without_pg_monitor_gets_nothing_and_the_exporter_says_so(incident):
     incident.run("CREATE ROLE exporter_nobody LOGIN")
     try:
-        dsn = make_url(incident.url).set(username="exporter_nobody", query={"sslmode": "disable"})
-        with ThrowawayExporter(dsn.render_as_string(hide_password=False)) as running:
+        with ThrowawayExporter(as_role(incident.url, "exporter_nobody", sslmode="disable")) as running:
             samples = running.samples()
             # The settings are everyone's to read (docs/operations.md, "Roles and rights"); nothing else is.
             assert {name for name in samples if name.startswith("proxy_leases_")} == {
@@ -120,8 +114,7 @@ def test_a_role_without_pg_monitor_gets_nothing_and_the_exporter_says_so(inciden
 def test_the_views_the_exporter_reads_are_refused_to_a_worker(incident):
     incident.run("CREATE ROLE exporter_worker LOGIN IN ROLE proxy_leases_worker")
     try:
-        url = make_url(incident.url).set(username="exporter_worker").render_as_string(hide_password=False)
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(as_role(incident.url, "exporter_worker"), autocommit=True) as conn:
             for view in ("proxy_leases_health", "proxy_lease_event_totals", "proxy_recovery_by_hour"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(f"SELECT * FROM {view}")

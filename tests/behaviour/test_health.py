@@ -12,10 +12,9 @@ import time
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.helpers import acquire, past_the_grace, wait_for_lock_wait
-from tools.harness import load_legacy_incident, proxy_leases_cli
+from tests.helpers import acquire, as_role, upgraded_incident, wait_for_lock_wait
+from tools.harness import proxy_leases_cli
 from tools.throwaway_postgres import free_port
 
 CHECKS = ["revision", "maintenance_on_time", "maintenance_succeeded", "no_proxy_held_past_lease",
@@ -24,10 +23,6 @@ CHECKS = ["revision", "maintenance_on_time", "maintenance_succeeded", "no_proxy_
 
 def health(database) -> dict[str, tuple[bool, str]]:
     return {name: (ok, value) for name, ok, value in database.all("SELECT name, ok, value FROM proxy_leases_health")}
-
-
-def as_role(url: str, role: str) -> str:
-    return make_url(url).set(username=role, password=None).render_as_string(hide_password=False)
 
 
 def failing(database) -> list[str]:
@@ -319,10 +314,7 @@ def test_check_exits_2_for_a_role_without_the_monitoring_grants(pool):
 
 
 def test_status_prints_the_incident_the_way_its_report_did(fresh_database):
-    database = fresh_database()
-    load_legacy_incident(database)
-    database.upgrade()
-    past_the_grace(database)
+    database = upgraded_incident(fresh_database())
     result = proxy_leases_cli("status", "--url", database.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:5] == [

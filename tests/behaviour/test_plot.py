@@ -7,15 +7,12 @@ from datetime import timedelta
 import psycopg
 
 from proxy_leases.plot import pool_history
-from tests.helpers import past_the_grace
-from tools.harness import load_legacy_incident, proxy_leases_cli
+from tests.helpers import upgraded_incident
+from tools.harness import proxy_leases_cli
 
 
 def test_the_incident_drawn_from_the_trail_shows_13_free_then_29_and_16_reclaims(fresh_database, tmp_path):
-    database = fresh_database()
-    load_legacy_incident(database)
-    database.upgrade()
-    past_the_grace(database)
+    database = upgraded_incident(fresh_database())
     with database.connect() as conn:
         started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     database.run("SELECT release_stuck_proxies()")
