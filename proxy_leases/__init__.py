@@ -6,4 +6,4 @@ project live beside it (proxy_leases.autogenerate).
 """
 
 # The one place the version is written: pyproject.toml reads it from here.
-__version__ = "0.21.0"
+__version__ = "0.22.0"

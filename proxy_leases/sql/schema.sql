@@ -1,4 +1,4 @@
--- proxy-leases at head (0021_maintenance_health): every object it installs, as a fresh database at head has it.
+-- proxy-leases at head (0022_self_healing): every object it installs, as a fresh database at head has it.
 --
 -- Generated, do not edit: run scripts/schema to regenerate it (tools/schema_file.py);
 -- tests/behaviour/test_schema_file.py fails when it differs from what upgrade head makes. It is pg_dump
@@ -225,11 +225,13 @@ CREATE TABLE public.proxy_lease_settings (
     maintenance_period interval DEFAULT '00:01:00'::interval NOT NULL,
     free_pool_floor integer DEFAULT 20,
     quarantined_share_limit numeric DEFAULT 0.2,
+    longest_lease interval DEFAULT '1 day'::interval NOT NULL,
     CONSTRAINT proxy_lease_settings_event_retention_positive CHECK ((event_retention > '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_free_pool_floor_not_negative CHECK ((free_pool_floor >= 0)),
     CONSTRAINT proxy_lease_settings_grace_shorter_than_lease CHECK ((orphan_grace < lease_duration)),
     CONSTRAINT proxy_lease_settings_heartbeat_timeout_positive CHECK ((heartbeat_timeout > '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_lease_duration_check CHECK ((lease_duration > '00:00:00'::interval)),
+    CONSTRAINT proxy_lease_settings_longest_lease_covers_lease_duration CHECK (((longest_lease >= lease_duration) AND (longest_lease >= '01:00:00'::interval))),
     CONSTRAINT proxy_lease_settings_maintenance_period_positive CHECK ((maintenance_period > '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_orphan_grace_check CHECK ((orphan_grace >= '00:00:00'::interval)),
     CONSTRAINT proxy_lease_settings_quarantine_positive CHECK ((quarantine_after_strikes > 0)),
@@ -248,6 +250,7 @@ COMMENT ON COLUMN public.proxy_lease_settings.record_lease_events IS 'Whether gr
 COMMENT ON COLUMN public.proxy_lease_settings.maintenance_period IS 'How often the scheduler calls run_lease_maintenance() (pg_cron''s job: every minute). proxy_leases_health reports the maintenance late when no run started within two periods and 30 seconds. Set it when you change the schedule.';
 COMMENT ON COLUMN public.proxy_lease_settings.free_pool_floor IS 'proxy_leases_health reports the pool low when fewer proxies than this are free (neither held nor blocked). 20 suits a pool of 100 (the incident''s healthy pool had 29 free, its worst 13); NULL switches the check off.';
 COMMENT ON COLUMN public.proxy_lease_settings.quarantined_share_limit IS 'proxy_leases_health reports too many quarantined proxies (blocked by the strike rule until unblock_proxy) when their share of the pool reaches this. 0.2 is a fifth; NULL switches the check off.';
+COMMENT ON COLUMN public.proxy_lease_settings.longest_lease IS 'The furthest ahead a lease may end: a grant, a renewal or a direct UPDATE of proxies.leased_until beyond now + longest_lease is refused (acquire_proxy: 22023; any other write: 23514). At least lease_duration and an hour, at most 100 years. Bounds how long a dead worker''s proxy can stay held when nothing else frees it.';
 
 -- SEQUENCE proxy_lease_token_seq
 CREATE SEQUENCE public.proxy_lease_token_seq
@@ -382,6 +385,9 @@ DECLARE
     v_held   record;
     v_now    timestamptz;
     v_proxy  bigint;
+    v_ran_out record;
+    v_quarantined boolean;
+    v_attempt integer;
 BEGIN
     SELECT * INTO v_settings FROM public.proxy_lease_settings s;
     v_lease := coalesce(acquire_proxy.lease, v_settings.lease_duration);
@@ -410,11 +416,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
     END IF;
-    IF v_lease > interval '100 years' THEN
+    IF v_lease > v_settings.longest_lease THEN
         RAISE EXCEPTION 'lease is too long, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Intervals are limited to 100 years: longer ones overflow a timestamp, or are a typo.',
-                  HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
+                  DETAIL = format('The longest lease is longest_lease, %s: a lease that never ends hides its proxy '
+                                  'from every reclaim.', v_settings.longest_lease),
+                  HINT = 'Pass NULL (or nothing) for the configured lease_duration, and renew while the work goes on.';
     END IF;
     -- Under a snapshot older than the advisory lock, a second call for the same worker would not
     -- see the first one's grant and would take a second proxy.
@@ -496,6 +503,35 @@ BEGIN
          ORDER BY f.released_at NULLS FIRST, f.id
          LIMIT 1
            FOR UPDATE SKIP LOCKED;
+    END IF;
+
+
+    -- 5. None free: take over a proxy whose lease ran out, freed first as the sweep frees it. The
+    -- row is judged once locked (a locked row that changed is re-checked against its new version and
+    -- the clock) and, locked by this call, cannot change before its release. Its strike may
+    -- quarantine it: then another, up to 4 per call.
+    IF v_proxy IS NULL THEN
+        FOR v_attempt IN 1..4 LOOP
+            SELECT e.id, e.worker_id INTO v_ran_out
+              FROM public.proxies e
+             WHERE e.is_in_use AND e.leased_until <= clock_timestamp()
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            PERFORM set_config('proxy_leases.event_reason', 'lease_expired', true);
+            UPDATE public.proxies p
+               SET is_in_use = false, worker_id = NULL, strike_count = p.strike_count + 1
+             WHERE p.id = v_ran_out.id
+            RETURNING p.is_blocked INTO v_quarantined;
+            PERFORM set_config('proxy_leases.event_reason', coalesce(v_outer_reason, ''), true);
+            RAISE LOG 'acquire_proxy: no proxy was free for worker %; freed proxy % of worker %, whose lease ran out%',
+                      acquire_proxy.worker_id, v_ran_out.id, v_ran_out.worker_id,
+                      CASE WHEN v_quarantined IS TRUE THEN ' (quarantined by that strike)' ELSE '' END;
+            IF v_quarantined IS NOT TRUE THEN
+                v_proxy := v_ran_out.id;
+                EXIT;
+            END IF;
+        END LOOP;
         IF v_proxy IS NULL THEN
             RETURN;
         END IF;
@@ -513,7 +549,7 @@ BEGIN
 END
 $_$;
 
-COMMENT ON FUNCTION public.acquire_proxy(worker_id text, lease interval) IS 'Grants the worker one free, unblocked proxy for lease (NULL: lease_duration) and returns (proxy_id, address, lease_token, leased_until); no row when none is free (LISTEN proxy_available). A worker that already holds a proxy gets that grant back, with the same token and its lease end set to now + lease, unless its lease ran out or it was blocked (judged after any wait): that goes back first. Hands out the proxy free for the longest first; the grant is logged in proxy_lease_events (reason acquired). Calls for different workers never wait for each other and never get the same proxy. Malformed worker_id or a lease <= 0 or over 100 years raise 22023; any isolation level but READ COMMITTED raises 0A000; 55P03 (retry) when a proxy granted to the worker during the call is locked by another transaction. A lease shorter than orphan_grace is granted as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
+COMMENT ON FUNCTION public.acquire_proxy(worker_id text, lease interval) IS 'Grants the worker one free, unblocked proxy for lease (NULL: lease_duration) and returns (proxy_id, address, lease_token, leased_until); no row when none is free or can be taken over (LISTEN proxy_available). A worker that already holds a proxy gets that grant back, with the same token and its lease end set to now + lease, unless its lease ran out or it was blocked (judged after any wait): that goes back first. Hands out the proxy free for the longest first; the grant is logged in proxy_lease_events (reason acquired). Calls for different workers never wait for each other and never get the same proxy. When none is free, it takes over one whose lease ran out, freed first as release_stuck_proxies would (strike, reason lease_expired; another, up to 4, when the strike quarantines it), so an exhausted pool heals without the scheduler. Malformed worker_id or a lease <= 0 or over longest_lease raise 22023; any isolation level but READ COMMITTED raises 0A000; 55P03 (retry) when a proxy granted to the worker during the call is locked by another transaction. A lease shorter than orphan_grace is granted as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
 
 -- FUNCTION block_proxy(bigint, bigint)
 CREATE FUNCTION public.block_proxy(proxy_id bigint, lease_token bigint) RETURNS boolean
@@ -698,10 +734,10 @@ COMMENT ON FUNCTION public.proxy_address(proxy public.proxies) IS 'How a worker 
 CREATE FUNCTION public.proxy_leases_head_revision() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT text '0021_maintenance_health'
+    SELECT text '0022_self_healing'
 $$;
 
-COMMENT ON FUNCTION public.proxy_leases_head_revision() IS 'The head revision of the proxy-leases that installed this function: 0021_maintenance_health.';
+COMMENT ON FUNCTION public.proxy_leases_head_revision() IS 'The head revision of the proxy-leases that installed this function: 0022_self_healing.';
 
 -- FUNCTION proxy_leases_installed_revision()
 CREATE FUNCTION public.proxy_leases_installed_revision() RETURNS text
@@ -1357,6 +1393,7 @@ DECLARE
     v_was_held    boolean := TG_OP = 'UPDATE' AND OLD.is_in_use IS TRUE AND OLD.worker_id IS NOT NULL;
     v_was_blocked boolean := TG_OP = 'UPDATE' AND OLD.is_blocked IS TRUE;
     v_quarantine  integer;
+    v_longest     interval;
 BEGIN
     IF NEW.is_in_use IS TRUE AND NEW.worker_id IS NOT NULL THEN
         IF NOT v_was_held OR NEW.worker_id IS DISTINCT FROM OLD.worker_id THEN
@@ -1393,6 +1430,18 @@ BEGIN
         END IF;
         IF NEW.leased_until IS NULL THEN
             NEW.leased_until := v_now + (SELECT s.lease_duration FROM public.proxy_lease_settings s);
+        -- longest_lease is at least an hour: a lease ending within the hour needs no read of the settings.
+        ELSIF (TG_OP = 'INSERT' OR NEW.leased_until IS DISTINCT FROM OLD.leased_until)
+              AND NOT NEW.leased_until <= v_now + interval '1 hour' THEN
+            v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
+            IF NOT isfinite(NEW.leased_until) OR NEW.leased_until > v_now + v_longest THEN
+                RAISE EXCEPTION 'proxy % cannot be leased until %: further ahead than longest_lease (%)',
+                                NEW.id, NEW.leased_until, v_longest
+                    USING ERRCODE = 'check_violation', COLUMN = 'leased_until',
+                          DETAIL = format('A lease of proxy %s may end at %s at the latest.', NEW.id, v_now + v_longest),
+                          HINT = 'Renew the lease while the work goes on (renew_proxy_lease, or the heartbeat of the '
+                                 'task), or raise the bound: UPDATE proxy_lease_settings SET longest_lease = ...';
+            END IF;
         END IF;
         NEW.leased_at := coalesce(NEW.leased_at, v_now);
     ELSE
@@ -1447,7 +1496,7 @@ BEGIN
 END
 $_$;
 
-COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS 'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + lease_duration (unless the statement set leased_until) and renewed_at = now, which every later write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or worker_id = NULL frees it completely, stamps released_at and keeps the ended token in released_lease_token (until the next grant or unblock), and a release of an unblocked proxy that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a proxy held under a live lease to another worker (55006).';
+COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS 'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + lease_duration (unless the statement set leased_until) and renewed_at = now, which every later write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or worker_id = NULL frees it completely, stamps released_at and keeps the ended token in released_lease_token (until the next grant or unblock), and a release of an unblocked proxy that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a proxy held under a live lease to another worker (55006), and a lease end further ahead than now + longest_lease, or infinite (23514).';
 
 -- FUNCTION tg_proxies__record_lease_events()
 CREATE FUNCTION public.tg_proxies__record_lease_events() RETURNS trigger
@@ -1646,7 +1695,7 @@ BEGIN
     END IF;
 
     FOREACH v_column IN ARRAY ARRAY['lease_duration', 'orphan_grace', 'heartbeat_timeout', 'record_lease_events',
-                                       'maintenance_period'] LOOP
+                                       'maintenance_period', 'longest_lease'] LOOP
         IF to_jsonb(NEW) -> v_column = 'null'::jsonb THEN
             RAISE EXCEPTION '% must not be NULL', v_column
                 USING ERRCODE = 'not_null_violation', COLUMN = v_column,
@@ -1658,7 +1707,8 @@ BEGIN
     -- them on input, 22007): no setting can be that, and the checks below would fail on them with 22008.
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('orphan_grace', NEW.orphan_grace),
                                     ('heartbeat_timeout', NEW.heartbeat_timeout), ('event_retention', NEW.event_retention),
-                                    ('maintenance_period', NEW.maintenance_period) LOOP
+                                    ('maintenance_period', NEW.maintenance_period),
+                                    ('longest_lease', NEW.longest_lease) LOOP
         IF NOT isfinite(v_value) THEN
             RAISE EXCEPTION '% must be finite, got %', v_column, v_value
                 USING ERRCODE = 'check_violation', COLUMN = v_column,
@@ -1669,7 +1719,8 @@ BEGIN
     END LOOP;
 
     FOR v_column, v_value IN VALUES ('lease_duration', NEW.lease_duration), ('heartbeat_timeout', NEW.heartbeat_timeout),
-                                    ('event_retention', NEW.event_retention), ('maintenance_period', NEW.maintenance_period) LOOP
+                                    ('event_retention', NEW.event_retention), ('maintenance_period', NEW.maintenance_period),
+                                    ('longest_lease', NEW.longest_lease) LOOP
         -- A part below zero is not positive either: '1 mon -30 days 1 second' compares as more than
         -- zero (a month counts as 30 days) but, added to a date in February, lands in the past.
         IF v_value <= interval '0'
@@ -1704,6 +1755,12 @@ BEGIN
             USING ERRCODE = 'check_violation', COLUMN = 'orphan_grace',
                   HINT = 'Change both in one UPDATE: SET lease_duration = ..., orphan_grace = ...';
     END IF;
+    IF NEW.longest_lease < greatest(NEW.lease_duration, interval '1 hour') THEN
+        RAISE EXCEPTION 'longest_lease must be at least an hour and not shorter than lease_duration, got % and %',
+                        NEW.longest_lease, NEW.lease_duration
+            USING ERRCODE = 'check_violation', COLUMN = 'longest_lease',
+                  HINT = 'Change both in one UPDATE: SET lease_duration = ..., longest_lease = ...';
+    END IF;
     IF NEW.quarantine_after_strikes <= 0 THEN
         RAISE EXCEPTION 'quarantine_after_strikes must be positive, got %', NEW.quarantine_after_strikes
             USING ERRCODE = 'check_violation', COLUMN = 'quarantine_after_strikes',
@@ -1723,7 +1780,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION public.tg_proxy_lease_settings__reject_bad_values() IS 'Trigger: refuses a second settings row (23505), a NULL setting (23502), and a setting out of range (23514: a duration <= 0, infinite or over 100 years, orphan_grace negative or not shorter than lease_duration, quarantine_after_strikes <= 0, maintenance_period as the durations, free_pool_floor negative, quarantined_share_limit not above 0 and at most 1), naming the setting, with a hint; changes nothing.';
+COMMENT ON FUNCTION public.tg_proxy_lease_settings__reject_bad_values() IS 'Trigger: refuses a second settings row (23505), a NULL setting (23502), and a setting out of range (23514: a duration <= 0, infinite or over 100 years, orphan_grace negative or not shorter than lease_duration, longest_lease shorter than an hour or than lease_duration, quarantine_after_strikes <= 0, maintenance_period and longest_lease as the durations, free_pool_floor negative, quarantined_share_limit not above 0 and at most 1), naming the setting, with a hint; changes nothing.';
 
 -- FUNCTION tg_tasks__release_proxy_on_task_exit()
 CREATE FUNCTION public.tg_tasks__release_proxy_on_task_exit() RETURNS trigger

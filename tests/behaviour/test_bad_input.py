@@ -315,16 +315,6 @@ def test_every_kind_of_row_can_fail(scene_db, call, result, wrong, tmp_path):
         check(row, observe(database, row, scene))
 
 
-def test_a_lease_of_up_to_a_hundred_years_is_granted_as_asked(scene_db):
-    """Not bad input: a long lease is the caller's choice. A dead worker's proxy still comes back
-    through its task (requeue_stale_tasks) or, with no task in processing, as an orphan."""
-    database, _ = scene_db
-    proxy_id, _, _, leased_until = database.one("SELECT * FROM acquire_proxy('c3_1', '100 years')")
-    assert leased_until.year >= 2125
-    database.run("UPDATE proxies SET leased_at = leased_at - interval '1 hour' WHERE id = %s", (proxy_id,))
-    assert database.one("SELECT reason FROM stuck_proxies WHERE id = %s", (proxy_id,)) == "orphaned"
-
-
 def test_a_block_reason_is_cut_to_1000_characters(scene_db):
     database, scene = scene_db
     assert database.one("SELECT block_proxy(%s, %s, repeat('x', 10000))", (scene["held"], scene["token"])) is True

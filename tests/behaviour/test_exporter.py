@@ -12,8 +12,10 @@ import pytest
 
 from tests.behaviour.test_health import CHECKS
 from tests.helpers import as_role, upgraded_incident
-from tools.harness import ROOT
+from tools.harness import ROOT, revisions
 from tools.throwaway_exporter import ThrowawayExporter
+
+HEAD = revisions()[-1]
 
 
 def unlabelled(samples, name: str) -> float:
@@ -81,7 +83,7 @@ def test_the_scrape_shows_the_incident_before_the_sweep_and_the_pool_whole_after
     assert by(after, "proxy_leases_health_ok", "check") == {check: 1.0 for check in CHECKS}
     assert unlabelled(after, "proxy_leases_settings_lease_seconds") == 300
     assert unlabelled(after, "proxy_leases_settings_maintenance_period_seconds") == 60
-    assert after["proxy_leases_revision_info"] == {(("revision", "0021_maintenance_health"), ("server", server(after))): 1}
+    assert after["proxy_leases_revision_info"] == {(("revision", HEAD), ("server", server(after))): 1}
 
 
 def test_the_event_counters_never_go_down_when_the_trail_is_pruned(incident, exporter):

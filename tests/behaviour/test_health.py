@@ -14,11 +14,13 @@ import psycopg
 import pytest
 
 from tests.helpers import acquire, as_role, upgraded_incident, wait_for_lock_wait
-from tools.harness import proxy_leases_cli
+from tools.harness import proxy_leases_cli, revisions
 from tools.throwaway_postgres import free_port
 
 CHECKS = ["revision", "maintenance_on_time", "maintenance_succeeded", "no_proxy_held_past_lease",
           "free_pool_above_floor", "quarantine_below_share", "audit_pruned"]
+
+HEAD = revisions()[-1]
 
 
 def health(database) -> dict[str, tuple[bool, str]]:
@@ -42,7 +44,7 @@ def test_every_check_is_one_row_in_order_and_a_healthy_pool_passes_them_all(pool
     assert [row[0] for row in rows] == CHECKS
     assert all(ok for _, ok, *_ in rows), rows
     assert all(value and threshold and action for _, _, value, threshold, action in rows)
-    assert health(pool)["revision"] == (True, "0021_maintenance_health")
+    assert health(pool)["revision"] == (True, HEAD)
     assert health(pool)["free_pool_above_floor"] == (True, "100 free of 100")
 
 
@@ -300,7 +302,7 @@ def test_check_exits_2_where_proxy_leases_is_not_installed_or_not_at_this_head(f
     older.upgrade("0020_task_exit_inline_rule")
     result = proxy_leases_cli("check", "--url", older.url)
     assert result.returncode == 2
-    assert f"database {older.name} is at 0020_task_exit_inline_rule, not at 0021_maintenance_health" in result.stderr
+    assert f"database {older.name} is at 0020_task_exit_inline_rule, not at {HEAD}" in result.stderr
 
 
 def test_check_exits_2_for_a_role_without_the_monitoring_grants(pool):
@@ -357,10 +359,10 @@ def test_the_revision_is_read_only_from_the_owners_own_table_never_one_another_r
         pool.run("CREATE TABLE public.proxy_leases_alembic_version (version_num varchar(32))")
         pool.run("INSERT INTO public.proxy_leases_alembic_version VALUES ('forged')")
         pool.run("ALTER TABLE public.proxy_leases_alembic_version OWNER TO health_intruder")
-        assert pool.one("SELECT proxy_leases_installed_revision()") == "0021_maintenance_health"
+        assert pool.one("SELECT proxy_leases_installed_revision()") == HEAD
         with pool.connect() as conn:
             conn.execute("CREATE TEMPORARY TABLE proxy_leases_alembic_version AS SELECT 'temporary'::text AS version_num")
-            assert conn.execute("SELECT proxy_leases_installed_revision()").fetchone() == ("0021_maintenance_health",)
+            assert conn.execute("SELECT proxy_leases_installed_revision()").fetchone() == (HEAD,)
     finally:
         pool.run("DROP TABLE public.proxy_leases_alembic_version")
         pool.run("DROP ROLE health_intruder")

@@ -85,7 +85,7 @@ def test_setting_lease_duration_moves_the_slot(worker):
         "SELECT obj_description(oid, 'pg_trigger') FROM pg_trigger WHERE tgname = 'renew_proxy_lease_on_heartbeat' "
         "AND tgrelid = 'object_tasks'::regclass")
     # A lease of months still gives a slot date_bin takes (in seconds: 3 days), and heartbeats keep working.
-    worker.run("UPDATE proxy_lease_settings SET lease_duration = '1 month'")
+    worker.run("UPDATE proxy_lease_settings SET lease_duration = '1 month', longest_lease = '1 month'")
     assert slots() == ["72:00:00", "72:00:00"]
     worker.run("UPDATE catalog_tasks SET heartbeat_at = now() + interval '4 days' WHERE id = 1")
     assert lease_left(worker) > 29 * 86400
