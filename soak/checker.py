@@ -42,10 +42,13 @@ I2  No blocked proxy is held: a sample showing is_blocked and is_in_use on one r
 I3  Every proxy of a dead worker is free within lease_duration + one sweep period (+ i3_allowance, see
     SoakConfig). A worker is silent from the moment it was killed or paused and nothing of its can
     reach the database any more (soak/gate.py). A sample that shows a proxy held by a worker silent
-    for longer than the bound is a violation [worker, proxy, token, silent since]. The figure reported
-    is, per (silent worker, grant held when it fell silent), the time from the silence to the first
-    sample showing the grant gone while the worker was still silent, i.e. at most sample_every late;
-    holds that ended because a paused worker resumed are counted apart.
+    for longer than the bound is a violation [worker, proxy, token, silent since]. Nothing frees a proxy
+    while the server is down: a server crash that begins before the bound is up pushes it back to one
+    sweep period (+ i3_allowance) after the server accepts connections again, if that is later. The
+    figure reported is, per (silent worker, grant held when it fell silent), the time from the silence
+    to the first sample showing the grant gone while the worker was still silent, i.e. at most
+    sample_every late; holds that ended because a paused worker resumed, and holds across a server
+    crash, are counted apart.
 I4  The number of proxies never changes: count(*) of proxies in a sample differs from the count at the
     start  [the count seen].
 I5  No row breaks the consistency rule, checked here in the checker's own query, not by trusting the
@@ -81,17 +84,36 @@ I6  A renewal or release succeeds only while the lease it names runs, on the dat
     a lock shows as (a) for a renewal whose wait was longer than the lease, and as (c) for a release.
     block_proxy is not judged here: since v5 it releases a grant still holding the proxy even past its
     lease end (not yet swept), by design; I1 (e) judges what it may no longer do.
+I7  A server crash loses nothing committed and keeps nothing uncommitted. Checked once the restarted server
+    accepts connections, in one REPEATABLE READ snapshot, for every grant a worker received before the
+    new server started (its acquire_proxy ran in autocommit: the reply came after the COMMIT):
+      (a) the trail has that grant, of that proxy with that token to that worker  [crash, proxy, token];
+      (b) unless the trail shows it released, the proxies row holds it still, by that worker under that
+          token  [crash, proxy, token];
+      (c) the probe, a transaction the fault left open at the kill (a proxy inserted, a grant taken for
+          crashprobe_<n>), left nothing: no such proxy, no row held by it, no event of it  [crash].
+I8  Fencing tokens keep increasing across a server crash, which is not a given: a sequence is written to
+    the WAL 32 values ahead and comes back from there. Above the highest token the old server granted
+    (its trail, and every token a worker received from it) must be
+      (a) the sequence's next value, read right after the restart  [crash, 'sequence'];
+      (b) at the end, every token the trail shows granted since the restart  [crash, 'first token'].
+I9  The pool is whole at the end, with the fleet stopped: every proxy still held is held by a worker of the
+    run, one that did not stop cleanly (those give back what they hold), under the token the trail last
+    granted it  [proxy, 'holder']; and once release_container_proxies has run for every container of the
+    run (each container's next start-up), none is held: every proxy is free or blocked  [proxy, 'after'].
+    This frees the dead workers' proxies that no sweep freed yet; I3 bounds how long they stayed held.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import psycopg
 
-from soak.records import DEAD, PAUSED, FencedCall, Grant, Records
+from soak.records import DEAD, PAUSED, FencedCall, Grant, Records, ServerCrash
 
 SAMPLE = """
 SELECT extract(epoch FROM clock_timestamp())::float8, p.id, p.is_in_use, p.worker_id, p.is_blocked, p.lease_token,
@@ -124,7 +146,7 @@ EPSILON = 0.005  # client and server read the same host clock; this covers round
 
 @dataclass
 class Violations:
-    keys: dict[str, set] = field(default_factory=lambda: {f"I{n}": set() for n in range(1, 7)})
+    keys: dict[str, set] = field(default_factory=lambda: {f"I{n}": set() for n in range(1, 10)})
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, invariant: str, key: object, what: str) -> None:
@@ -139,8 +161,11 @@ class Violations:
 
 class Checker:
     def __init__(self, url: str, records: Records, bound: float, lease: float) -> None:
-        self.conn = psycopg.connect(url, autocommit=True, application_name="soak:checker")
+        self.url = url
+        self.connected_at = time.time()
+        self.conn = self._connect()
         self.records, self.bound, self.lease = records, bound, lease
+        self.samples_lost_to_server_crashes = 0
         self.violations = Violations()
         self.expected_count = self.conn.execute("SELECT count(*) FROM proxies").fetchone()[0]
         self.trail_start = self.conn.execute("SELECT coalesce(max(id), 0) FROM proxy_lease_events").fetchone()[0]
@@ -215,11 +240,37 @@ class Checker:
 
     # -- one sample ------------------------------------------------------------------------------
 
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, application_name="soak:checker")
+
+    def deadline(self, silent_since: float, now: float) -> float:
+        """I3: by when a proxy held by a worker silent since `silent_since` must be free, judged at `now` (a
+        sample's time, or when the proxy was seen free): only a crash that began before then counts."""
+        deadline = silent_since + self.bound
+        for killed_at, accepting_at in self.records.outages():
+            if killed_at < min(deadline, now):
+                deadline = max(deadline, (accepting_at or now) + self.bound - self.lease)
+        return deadline
+
     def sample(self) -> None:
         self.check_proofs()
         self.check_calls()
         workers = {worker_id: (status, silent) for worker_id, status, silent in self.records.snapshot()}
-        rows = self.conn.execute(SAMPLE).fetchall()
+        try:
+            if self.conn.closed:
+                self.connected_at = time.time()
+                self.conn = self._connect()
+            for crash in list(self.records.server_crashes):
+                if crash.restarted_at is not None and crash.figures is None:
+                    self.check_restart(crash)
+            rows = self.conn.execute(SAMPLE).fetchall()
+        except psycopg.OperationalError:
+            # The server was killed since this connection was made, or is down: no sample, no violation.
+            if not self.records.lost_to_server_crash(self.connected_at):
+                raise
+            self.samples_lost_to_server_crashes += 1
+            self.conn.close()
+            return
         self.samples += 1
         now = rows[0][0] if rows else time.time()
         if len(rows) != self.expected_count:
@@ -240,7 +291,7 @@ class Checker:
                 key = (worker_id, proxy, token, silent_since)
                 held_by_silent.add(key)
                 self.silent_holds.setdefault(key, [silent_since, None, None])
-                if now - silent_since > self.bound:
+                if now > self.deadline(silent_since, now):
                     self.violations.add("I3", key, f"proxy {proxy} still held by {worker_id} "
                                         f"{now - silent_since:.1f} s after it went silent (bound {self.bound:.1f} s)")
         for key, hold in self.silent_holds.items():
@@ -251,13 +302,113 @@ class Checker:
                 status, silent_since = workers.get(key[0], (None, None))
                 hold[2] = "freed" if status in (PAUSED, DEAD) and silent_since == key[3] else "resumed"
 
+    # -- after a server crash (I7, I8) ------------------------------------------------------------
+
+    def check_restart(self, crash: ServerCrash) -> None:
+        before = crash.restarted_at  # what happened before the new server started, the old one did
+        with self.records.lock:
+            received = [g for w in self.records.workers.values() for g in w.grants if g.acquired_at < before]
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            trail = self.conn.execute(
+                "SELECT proxy_id, lease_token, event, worker_id, extract(epoch FROM occurred_at)::float8 "
+                "  FROM proxy_lease_events WHERE id > %s AND event IN ('granted', 'released')",
+                (self.trail_start,)).fetchall()
+            held = {proxy: (worker_id, token) for proxy, worker_id, token in self.conn.execute(
+                "SELECT id, worker_id, lease_token FROM proxies WHERE is_in_use").fetchall()}
+            probe_left = self.conn.execute(
+                "SELECT (SELECT count(*) FROM proxies WHERE worker_id = %(worker)s OR address = %(address)s)"
+                "     + (SELECT count(*) FROM proxy_lease_events WHERE worker_id = %(worker)s)",
+                {"worker": crash.probe_worker, "address": crash.probe_address}).fetchone()[0]
+            last_value, is_called = self.conn.execute(
+                "SELECT last_value, is_called FROM proxy_lease_token_seq").fetchone()
+        granted = {(proxy, token): worker_id for proxy, token, event, worker_id, _ in trail if event == "granted"}
+        released = {(proxy, token) for proxy, token, event, _, _ in trail if event == "released"}
+        for grant in received:
+            key = (grant.proxy_id, grant.token)
+            what = f"crash {crash.number}: {grant.worker_id} received proxy {grant.proxy_id} token {grant.token}"
+            if granted.get(key) != grant.worker_id:
+                self.violations.add("I7", (crash.number, *key), f"{what}, which the trail after the restart "
+                                    + ("lacks" if key not in granted else f"gives to {granted[key]}"))
+            elif key not in released and held.get(grant.proxy_id) != (grant.worker_id, grant.token):
+                self.violations.add("I7", (crash.number, *key), f"{what}, not released in the trail, but the "
+                                    f"row shows {held.get(grant.proxy_id, 'it free')}")
+        if probe_left:
+            self.violations.add("I7", (crash.number, "uncommitted"), f"crash {crash.number}: {probe_left} rows "
+                                f"of the transaction left open at the kill ({crash.probe_worker}) are there")
+        tokens_before = max([token for _, token, event, _, at in trail if event == "granted" and at < before]
+                            + [grant.token for grant in received], default=None)
+        next_token = last_value + 1 if is_called else last_value
+        if tokens_before is not None and next_token <= tokens_before:
+            self.violations.add("I8", (crash.number, "sequence"), f"crash {crash.number}: the token sequence's "
+                                f"next value {next_token} is not above {tokens_before}, granted before the crash")
+        crash.figures = {
+            "number": crash.number, "grants_checked": len(received), "tokens_before": tokens_before,
+            "sequence_before_kill": crash.sequence_before, "sequence_after_restart": crash.sequence_after,
+            "next_token_when_checked": next_token, "probe_token": crash.probe_token,
+        }
+
+    def check_crashes(self, granted_events: list[tuple[float, str, int]]) -> list[dict]:
+        """At the end: I8 (b), and each crash's reconnect waits: from the kill to the first call that
+        succeeded on the restarted server, of each worker live at the kill or of the one in its place."""
+        granted_events = sorted(granted_events)
+        times = [at for at, _, _ in granted_events]
+        figures = []
+        for crash in self.records.server_crashes:
+            if crash.figures is None:  # never seen back up (the run went wrong): nothing to check
+                continue
+            after = granted_events[bisect_right(times, crash.restarted_at):]
+            first_token = min((token for _, _, token in after), default=None)
+            tokens_before = crash.figures["tokens_before"]
+            if None not in (first_token, tokens_before) and first_token <= tokens_before:
+                self.violations.add("I8", (crash.number, "first token"), f"crash {crash.number}: token "
+                                    f"{first_token} granted after the restart, not above {tokens_before}, "
+                                    f"granted before the crash")
+            waits = {slot: at - crash.killed_at for slot, at in crash.back.items()}
+            async_waits = [wait for slot, wait in waits.items() if slot in crash.async_slots]
+            figures.append({
+                **crash.figures, "down_s": round(crash.accepting_at - crash.killed_at, 3),
+                "first_token_after": first_token,
+                "workers_live_at_kill": len(crash.worker_slots), "async_workers_live_at_kill": len(crash.async_slots),
+                "not_back": sorted((crash.worker_slots | crash.async_slots) - set(waits)),
+                "longest_reconnect_wait_s": round(max(waits.values(), default=0.0), 3),
+                "longest_async_reconnect_wait_s": round(max(async_waits, default=0.0), 3),
+            })
+        return figures
+
     # -- at the end ------------------------------------------------------------------------------
+
+    def check_pool_whole(self, current: dict[int, int | None]) -> dict:
+        """I9, with the fleet stopped; `current` is the trail's grant on each proxy it knows."""
+        with self.records.lock:
+            of_run, stopped = set(self.records.slot_of), set(self.records.stopped_cleanly)
+        held = self.conn.execute("SELECT id, worker_id, lease_token FROM proxies WHERE is_in_use ORDER BY id"
+                                 ).fetchall()
+        for proxy, worker_id, token in held:
+            wrong = ("no worker of the run" if worker_id not in of_run else
+                     "a worker that stopped cleanly" if worker_id in stopped else
+                     f"not under the trail's grant {current[proxy]}" if current.get(proxy, token) != token else None)
+            if wrong:
+                self.violations.add("I9", (proxy, "holder"), f"proxy {proxy} held at the end by {worker_id} "
+                                    f"(token {token}): {wrong}")
+        freed = sum(self.conn.execute("SELECT release_container_proxies(%s)", (container,)).fetchone()[0]
+                    for container in sorted({worker_id.rsplit("_", 1)[0] for worker_id in of_run}))
+        for proxy, worker_id in self.conn.execute("SELECT id, worker_id FROM proxies WHERE is_in_use").fetchall():
+            self.violations.add("I9", (proxy, "after"), f"proxy {proxy} still held by {worker_id} after "
+                                "release_container_proxies of every container of the run")
+        free, blocked = self.conn.execute("SELECT count(*) FILTER (WHERE NOT is_in_use AND NOT is_blocked), "
+                                          "count(*) FILTER (WHERE is_blocked) FROM proxies").fetchone()
+        return {"held_at_end": len(held), "freed_at_end": freed, "free_at_end": free, "blocked_at_end": blocked}
 
     def finish(self) -> dict:
         self.sample()
-        self.check_trail()
+        granted_events, current = self.check_trail()
+        crashes = self.check_crashes(granted_events)
         # Holds still open at the end are within the bound (else a sample counted them): censored.
-        done = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "freed"]
+        across = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "freed"
+                  and self.deadline(hold[0], hold[1]) > hold[0] + self.bound]
+        done = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "freed"
+                and self.deadline(hold[0], hold[1]) <= hold[0] + self.bound]
         resumed = [hold[1] - hold[0] for hold in self.silent_holds.values() if hold[2] == "resumed"]
         still = [time.time() - hold[0] for hold in self.silent_holds.values() if hold[1] is None]
         released = dict(self.conn.execute(
@@ -266,6 +417,7 @@ class Checker:
         unblocked = dict(self.conn.execute(
             "SELECT reason, count(*) FROM proxy_lease_events WHERE id > %s AND event = 'unblocked' GROUP BY 1 "
             "ORDER BY 2 DESC", (self.trail_start,)).fetchall())
+        pool = self.check_pool_whole(current)  # last: its releases are the end's, not the run's
         self.conn.close()
         return {
             "unblocked_by_reason": unblocked,
@@ -287,14 +439,22 @@ class Checker:
             "still_held_at_end": len(still),
             "longest_still_held_s": max(still, default=0.0),
             "bound_s": self.bound,
+            "holds_across_server_crashes": len(across),
+            "longest_hold_across_server_crash_s": max(across, default=0.0),
+            "samples_lost_to_server_crashes": self.samples_lost_to_server_crashes,
+            "server_crashes": crashes,
+            "grants_checked_across_crashes": sum(crash["grants_checked"] for crash in crashes),
+            "longest_reconnect_wait_s": max((crash["longest_reconnect_wait_s"] for crash in crashes), default=0.0),
+            "pool_at_end": pool,
             "violations": self.violations.counts(),
             "examples": dict(self.violations.examples),
         }
 
-    def check_trail(self) -> None:
+    def check_trail(self) -> tuple[list[tuple[float, str, int]], dict[int, int | None]]:
         """I1 (b) to (e), I2 and I6 (c) against proxy_lease_events, which the database writes in the same
         transaction as every grant, release, block and unblock. Within a proxy, the order of ids is the
-        order of the changes (each is written under the proxy's row lock)."""
+        order of the changes (each is written under the proxy's row lock). Returns every grant as
+        (granted at, worker, token), and the trail's current grant of each proxy it knows (None: free)."""
         events = self.conn.execute(TRAIL, (self.trail_start,)).fetchall()
         spans: dict[tuple[int, int], list] = {}  # (proxy, token) -> [worker, granted at, released at, reason]
         grants_of: dict[int, list[tuple[int, float]]] = defaultdict(list)  # proxy -> (token, granted at)
@@ -342,6 +502,8 @@ class Checker:
                 if blocked.get(proxy) and block_spans[proxy]:
                     block_spans[proxy][-1][1] = at
                 blocked[proxy] = False
+        granted_events = [(at, worker_id, token) for _, at, _, event, _, worker_id, token, _ in events
+                          if event == "granted"]
         with self.records.lock:
             grants = [g for w in self.records.workers.values() for g in w.grants]
         self.grants_checked = len(grants)
@@ -374,6 +536,7 @@ class Checker:
                                     f"{grant.worker_id}: proxy {grant.proxy_id} token {grant.token} proven "
                                     f"{grant.acquired_at:.3f}..{grant.proven_until:.3f}, granted in the trail "
                                     f"{granted_at:.3f}..{released_at}")
+        return granted_events, current
 
     def check_block(self, grant: Grant, span: list | None, grants_of_proxy: list[tuple[int, float]]) -> None:
         """A block_proxy that returned true on the grant: a proof (I1 (a), (b)) if the trail says it released

@@ -46,6 +46,17 @@ class SoakConfig:
     pause_seconds: tuple[float, float] | None = None
     # At most this many stopped workers keep their connections open and idle; the others' go away.
     max_hung_workers: int = 10
+    # Server faults (soak/faults.py, server_crash), on a server of the soak's own only: PostgreSQL killed with
+    # pg_ctl stop -m immediate and started again on the same data directory after server_down_seconds.
+    # server_faults adds them to the random draw with server_crash_weight (with a fault every 2 to 5 s and
+    # the other weights summing to 12, one fault in 25: 6 or 7 in 10 minutes); server_crash_at crashes it
+    # at these moments, in seconds into the run, besides.
+    server_faults: bool = False
+    server_crash_weight: float = 0.5
+    server_crash_at: tuple[float, ...] = ()
+    server_down_seconds: tuple[float, float] = (0.5, 3.0)
+    # examples/async_worker.py's workers beside the fleet, as processes of their own (soak/async_fleet.py).
+    async_workers: int = 0
     # An operator unblocks quarantined proxies (blocked with no cooldown) after this long, or the pool
     # would shrink for good over a long run.
     unblock_quarantined_after: float = 30.0
@@ -67,6 +78,12 @@ class SoakConfig:
     def __post_init__(self) -> None:
         if self.pause_seconds is None:
             self.pause_seconds = (self.lease * 0.3, self.lease + 2 * self.sweep_period)
+        if self.server_faults:
+            self.fault_weights = {**self.fault_weights, "server_crash": self.server_crash_weight}
+
+    @property
+    def crashes_server(self) -> bool:
+        return self.server_faults or bool(self.server_crash_at)
 
     @property
     def workers(self) -> int:

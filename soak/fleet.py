@@ -1,5 +1,10 @@
 """The containers and their workers: threads running run_worker, a supervisor that restarts what died,
-and the scrape each worker runs (short random work; sometimes the site bans the proxy)."""
+and the scrape each worker runs (short random work; sometimes the site bans the proxy).
+
+run_worker has no reconnect of its own: a lost connection (a server crash among them) ends it with an
+exception, as it ends the worker's process, and the supervisor starts a new worker in its slot after
+restart_after, again and again while the server is down. The supervisor's own connection (the
+container's start-up call, the faults' pg_terminate_backend) reconnects after a server crash."""
 
 from __future__ import annotations
 
@@ -56,7 +61,29 @@ class Fleet:
         self.timers: list[threading.Timer] = []
         self.running = True
         self.lock = threading.Lock()
-        self.admin = psycopg.connect(url, autocommit=True, application_name="soak:admin")
+        self._admin_lock = threading.Lock()
+        self._admin_connected_at = time.time()
+        self._admin = psycopg.connect(url, autocommit=True, application_name="soak:admin")
+
+    def admin(self, query: str, params: object = None) -> list[tuple]:
+        """A statement on the supervisor's own connection. One lost to a server crash is sent again, on a new
+        connection, once the server is back: release_container_proxies may run twice, and the faults'
+        statements come from the thread that crashes the server, so never span a crash."""
+        with self._admin_lock:
+            try:
+                return self._admin_execute(query, params)
+            except psycopg.OperationalError:
+                if not self.records.lost_to_server_crash(self._admin_connected_at):
+                    raise
+            self._admin.close()
+            self.records.server_up.wait(60)
+            return self._admin_execute(query, params)
+
+    def _admin_execute(self, query: str, params: object) -> list[tuple]:
+        if self._admin.closed:
+            self._admin_connected_at = time.time()
+            self._admin = psycopg.connect(self.url, autocommit=True, application_name="soak:admin")
+        return self._admin.execute(query, params).fetchall()
 
     # -- containers and workers ------------------------------------------------------------------
 
@@ -69,15 +96,15 @@ class Fleet:
         with self.lock:
             if not self.running:
                 return
-            freed = self.admin.execute("SELECT release_container_proxies(%s)", (container.container_id,)).fetchone()[0]
+            freed = self.admin("SELECT release_container_proxies(%s)", (container.container_id,))[0][0]
             self.records.count("container_startup_freed", freed)
             container.up = True
-            for _ in range(self.config.workers_per_container):
-                self._start_worker(container)
+            for n in range(1, self.config.workers_per_container + 1):
+                self._start_worker(container, f"{container.container_id}/{n}")
 
-    def _start_worker(self, container: Container) -> None:
+    def _start_worker(self, container: Container, slot: str) -> None:
         worker_id = f"{container.container_id}_{next(container.numbers)}"  # a new id for every new process
-        worker = self.records.add_worker(worker_id, container.container_id)
+        worker = self.records.add_worker(worker_id, container.container_id, slot)
         dsn = worker_url(self.url, worker_id, self.config)
         self.by_dsn[dsn] = worker
         thread = threading.Thread(target=self._run, args=(worker, dsn), name=worker_id, daemon=True)
@@ -88,6 +115,7 @@ class Fleet:
         try:
             self.module.run_worker(dsn, worker.worker_id, self.scrape, stop=worker.stop,
                                    heartbeat_every=self.config.heartbeat_every, idle_wait=self.config.idle_wait)
+            self.records.stopped_cleanly.add(worker.worker_id)  # it returns only once stopped (shutdown)
         except Exception as exc:  # noqa: BLE001 - the worker's process crashed, or a fault killed it
             with self.records.lock:
                 killed = worker.dying or worker.status == "dead"  # the fault that did it records the death
@@ -102,17 +130,17 @@ class Fleet:
                     if cause not in self.records.crash_tracebacks:
                         self.records.crash_tracebacks[cause] = "".join(traceback.format_exception(exc))
                 self.records.count("worker_crashes")
-                self.restart_later(self.containers[worker.container])
+                self.restart_later(self.containers[worker.container], worker.slot)
 
-    def restart_later(self, container: Container) -> None:
-        """The supervisor starts a new worker in the container's place after a while."""
+    def restart_later(self, container: Container, slot: str) -> None:
+        """The supervisor starts a new worker in the dead one's slot after a while."""
         epoch = container.epoch
 
         def restart() -> None:
             with self.lock:
                 if self.running and container.up and container.epoch == epoch:
                     self.records.count("worker_restarts")
-                    self._start_worker(container)
+                    self._start_worker(container, slot)
 
         self._later(self.rng.uniform(*self.config.restart_after), restart)
 
@@ -133,12 +161,12 @@ class Fleet:
     def terminate(self, worker_ids: list[str], one: bool = False) -> int:
         """pg_terminate_backend of the workers' connections (one of them, at random, with one=True)."""
         names = [application_name(w) for w in worker_ids]
-        pids = [pid for (pid,) in self.admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = ANY(%s)", (names,)).fetchall()]
+        pids = [pid for (pid,) in self.admin(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = ANY(%s)", (names,))]
         if one and pids:
             pids = [self.rng.choice(pids)]
-        return self.admin.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest(%s::int[]) pid",
-                                  (pids,)).fetchone()[0]
+        return self.admin("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest(%s::int[]) pid",
+                          (pids,))[0][0]
 
     def kill(self, workers: list[Worker], state: str, cause: str) -> None:
         """The workers stop without releasing: hung (connections stay, idle) or gone (connections killed)."""
@@ -159,7 +187,7 @@ class Fleet:
             hung = sum(1 for w in self.records.workers.values() if w.gate.state == HUNG)
         self.kill([worker], HUNG if hung < self.config.max_hung_workers and self.rng.random() < 0.5 else GONE,
                   "stopped")
-        self.restart_later(self.containers[worker.container])
+        self.restart_later(self.containers[worker.container], worker.slot)
 
     def pause_worker(self, worker: Worker) -> float:
         worker.gate.set(PAUSED)
@@ -215,7 +243,7 @@ class Fleet:
         alive = [t.name for t in self.threads if t.is_alive()]
         if alive:
             self.records.error(f"worker threads still running after shutdown: {alive[:10]}")
-        self.admin.close()
+        self._admin.close()
         for log, level in self.logs:
             log.removeHandler(self.log_handler)
             log.propagate = True

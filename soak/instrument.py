@@ -34,12 +34,13 @@ class ObservedCursor(psycopg.Cursor):
         records: Records = self.connection.soak_records
         text = query if isinstance(query, str) else str(query)
         with worker.gate.statement():
-            sent = time.time()
+            sent, ok = time.time(), False
             quiet_since = records.statement_sent(worker)
             try:
                 self._observed(records, worker, text, query, params, sent, quiet_since, **kwargs)
+                ok = True
             finally:
-                records.statement_done(worker, time.time())
+                records.statement_done(worker, time.time(), ok, sent)
         return self
 
     def _observed(self, records: Records, worker: Worker, text: str, query, params, sent: float,  # noqa: ANN001
@@ -95,11 +96,13 @@ class ObservedConnection(psycopg.Connection):
                 raise
         else:
             with self.soak_worker.gate.statement():
+                sent, ok = time.time(), False
                 self.soak_records.statement_sent(self.soak_worker)
                 try:
                     block.__exit__(None, None, None)
+                    ok = True
                 finally:
-                    self.soak_records.statement_done(self.soak_worker, time.time())
+                    self.soak_records.statement_done(self.soak_worker, time.time(), ok, sent)
 
 
 class _PsycopgShim:

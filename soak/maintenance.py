@@ -16,25 +16,48 @@ TABLES = ("catalog_tasks", "object_tasks")
 
 
 class Every(threading.Thread):
-    """Calls action(conn) every `period` seconds (fixed rate) on a connection of its own."""
+    """Calls action(conn) every `period` seconds (fixed rate) on a connection of its own. A connection lost
+    to a server crash is made again at the next round (the rounds missed while the server was down are
+    counted, not reported as errors); any other failure is an error of the run."""
 
     def __init__(self, name: str, url: str, period: float, action: Callable[[psycopg.Connection], None],
                  records: Records, stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
         self.url, self.period, self.action, self.records, self.stop = url, period, action, records, stop
 
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, application_name=f"soak:{self.name}")
+
     def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True, application_name=f"soak:{self.name}") as conn:
-            next_at = time.monotonic()
+        connected_at = time.time()
+        conn: psycopg.Connection | None = self._connect()
+        next_at = time.monotonic()
+        try:
             while not self.stop.is_set():
                 try:
+                    if conn is None:
+                        connected_at = time.time()
+                        conn = self._connect()
                     self.action(conn)
+                except psycopg.OperationalError as exc:
+                    if not self.records.lost_to_server_crash(connected_at):
+                        self.records.error(f"{self.name}: {type(exc).__name__}: {exc}")
+                        if conn is None or conn.closed:
+                            return
+                    else:
+                        self.records.count(f"{self.name}_rounds_lost_to_server_crashes")
+                        if conn is not None:
+                            conn.close()
+                        conn = None
                 except Exception as exc:  # noqa: BLE001 - reported; the next round tries again
                     self.records.error(f"{self.name}: {type(exc).__name__}: {exc}")
-                    if conn.closed:
+                    if conn is None or conn.closed:
                         return
                 next_at += self.period
                 self.stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def maintenance(records: Records) -> Callable[[psycopg.Connection], None]:

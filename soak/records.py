@@ -10,6 +10,13 @@ statement came back, names a lease that had already ended (the checker's I6). Ev
 and release_proxy call is kept as a FencedCall (ok or fenced out) for the checker to judge.
 
 Times are time.time() on this host, the database's host too, so they compare with its clock_timestamp().
+
+A worker fills a slot of its container: the worker the supervisor starts after one dies takes its slot,
+so that "how long until the worker that was running when the server was killed was back at work" can be
+measured across the new worker ids a restart brings. The server crashes (soak/faults.py, server_crash)
+are kept here too: when the server was killed and accepted connections again, and what was read of it
+around the kill, for the checker's I7 and I8 and for every thread that must tell a connection lost to a
+crash (reconnect, not an error) from one lost to anything else.
 """
 
 from __future__ import annotations
@@ -60,9 +67,38 @@ class FencedCall:
 
 
 @dataclass
+class ServerCrash:
+    """One kill of the server (pg_ctl stop -m immediate) and its restart on the same data directory."""
+
+    number: int
+    killed_at: float
+    # The slots with a live worker at the kill: examples/worker.py's (records) and examples/async_worker.py's.
+    worker_slots: set[str]
+    async_slots: set[str]
+    # A transaction left open at the kill (soak/faults.py): a proxy inserted and a grant taken by this worker
+    # id, neither committed. Neither may be there after the restart (I7).
+    probe_worker: str | None = None
+    probe_address: str | None = None
+    probe_token: int | None = None
+    sequence_before: tuple[int, int] | None = None  # proxy_lease_token_seq's (last_value, log_cnt) at the kill
+    dead_at: float | None = None                    # when pg_ctl said the server was gone: a statement sent
+                                                    # after this went to the restarted server, or nowhere
+    accepting_at: float | None = None               # when the restarted server accepted connections
+    restarted_at: float | None = None               # its pg_postmaster_start_time(): what came before it was
+                                                    # the old server's
+    sequence_after: int | None = None               # last_value read right after the restart (the first
+                                                    # workers back may have taken a few tokens already)
+    figures: dict | None = None                     # the checker's, once it has checked the restart
+    # slot -> when the first call of its worker (or of the one that took its place) succeeded on the
+    # restarted server: the end of its reconnect wait.
+    back: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class Worker:
     worker_id: str
     container: str
+    slot: str = ""
     gate: Gate = field(default_factory=Gate)
     stop: threading.Event = field(default_factory=threading.Event)
     status: str = LIVE
@@ -91,10 +127,19 @@ class Records:
         self._changed: list[Grant] = []
         # renew_proxy_lease and release_proxy calls the checker has not looked at yet.
         self._calls: list[FencedCall] = []
+        # Every worker id of the run, the async workers' too, and its slot.
+        self.slot_of: dict[str, str] = {}
+        # Workers that returned at the end of the run, having given back what they held.
+        self.stopped_cleanly: set[str] = set()
+        self.async_exit_causes: Counter[str] = Counter()
+        self.server_crashes: list[ServerCrash] = []
+        self.server_up = threading.Event()
+        self.server_up.set()
 
-    def add_worker(self, worker_id: str, container: str) -> Worker:
+    def add_worker(self, worker_id: str, container: str, slot: str = "") -> Worker:
         with self.lock:
-            worker = self.workers[worker_id] = Worker(worker_id, container)
+            worker = self.workers[worker_id] = Worker(worker_id, container, slot)
+            self.slot_of[worker_id] = slot
             return worker
 
     def count(self, name: str, n: int = 1) -> None:
@@ -115,11 +160,15 @@ class Records:
             worker.inflight += 1
             return quiet_since
 
-    def statement_done(self, worker: Worker, at: float) -> None:
-        """That statement came back (a result or an error)."""
+    def statement_done(self, worker: Worker, at: float, ok: bool = True, sent_at: float | None = None) -> None:
+        """That statement came back (a result, ok, or an error)."""
         with self.lock:
             worker.inflight -= 1
             worker.last_replied = max(worker.last_replied or at, at)
+            crash = self.server_crashes[-1] if self.server_crashes else None
+            if (ok and crash and crash.dead_at is not None and sent_at is not None and sent_at > crash.dead_at
+                    and worker.slot in crash.worker_slots):
+                crash.back.setdefault(worker.slot, at)
 
     def on_acquire(self, worker: Worker, proxy_id: int, token: int, replied_at: float,
                    asked_at: float | None = None) -> None:
@@ -203,6 +252,30 @@ class Records:
         """(worker id, status, silent since) of every worker, under the lock."""
         with self.lock:
             return [(w.worker_id, w.status, w.silent_since) for w in self.workers.values()]
+
+    # -- server crashes ----------------------------------------------------------------------------
+
+    def server_killed(self, crash: ServerCrash) -> None:
+        """Called just before the kill is sent: from now on a lost connection is expected."""
+        with self.lock:
+            self.server_crashes.append(crash)
+            self.server_up.clear()
+
+    def server_back(self, crash: ServerCrash, accepting_at: float) -> None:
+        with self.lock:
+            crash.accepting_at = accepting_at
+            self.server_up.set()
+
+    def lost_to_server_crash(self, connected_at: float) -> bool:
+        """Whether a connection (or an attempt to make one) begun at `connected_at` may have been lost to a
+        server crash: the server was killed since, or is down. Anything else is an error of the run."""
+        with self.lock:
+            return not self.server_up.is_set() or any(c.killed_at >= connected_at for c in self.server_crashes)
+
+    def outages(self) -> list[tuple[float, float | None]]:
+        """(killed at, accepting again at or None) of every server crash so far."""
+        with self.lock:
+            return [(c.killed_at, c.accepting_at) for c in self.server_crashes]
 
     def live(self) -> list[Worker]:
         with self.lock:

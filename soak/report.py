@@ -24,6 +24,7 @@ def summary(config: SoakConfig, records, checked: dict, elapsed: float, extra: d
         "crash_causes": dict(records.crash_causes),
         "crash_tracebacks": records.crash_tracebacks,
         "workers_started": len(records.workers),
+        "async_exit_causes": dict(records.async_exit_causes),
         "errors": records.errors[:50],
         **extra,
         "checker": checked,
@@ -76,6 +77,10 @@ def render(result: dict) -> str:
         f"proxy_lease_events; sent after their lease had ended: "
         f"{checker['sent_after_lease_end']['fenced_out']} fenced out, "
         f"{checker['sent_after_lease_end']['succeeded']} succeeded",
+        *crash_lines(result),
+        f"pool at the end   {checker['pool_at_end']['held_at_end']} proxies held by dead workers once the fleet "
+        f"stopped, {checker['pool_at_end']['freed_at_end']} freed by release_container_proxies; then "
+        f"{checker['pool_at_end']['free_at_end']} free, {checker['pool_at_end']['blocked_at_end']} blocked (I9)",
         f"blocks            block_proxy true: {checker['block_proofs']} released the grant (proofs, I1), "
         f"{checker['blocks_of_ended_grants']} on grants already ended (not proofs; checked for a later grant, I1); "
         f"{checker['acquires_checked_against_blocks']} acquire_proxy replies checked against the trail's blocks (I2)",
@@ -87,6 +92,35 @@ def render(result: dict) -> str:
         lines.append(f"errors            {len(result['errors'])}")
         lines += [f"  {error}" for error in result["errors"][:10]]
     return "\n".join(lines)
+
+
+def crash_lines(result: dict) -> list[str]:
+    checker = result["checker"]
+    crashes = checker["server_crashes"]
+    if not crashes:
+        return []
+    lines = [
+        f"server crashes    {len(crashes)} (pg_ctl stop -m immediate, restarted on the same data directory); "
+        f"{checker['grants_checked_across_crashes']} grants received before a crash found intact after it (I7); "
+        f"longest reconnect wait {checker['longest_reconnect_wait_s']:.1f} s (from the kill to the first call "
+        f"that succeeded on the restarted server, of each worker live at the kill or of the one in its place); "
+        f"{checker['samples_lost_to_server_crashes']} samples lost; {checker['holds_across_server_crashes']} dead "
+        f"workers' proxies whose I3 bound a crash pushed back, longest held "
+        f"{checker['longest_hold_across_server_crash_s']:.1f} s",
+    ]
+    if result["async_exit_causes"]:
+        lines.append("async worker exits " + ", ".join(
+            f"{v}x {k}" for k, v in sorted(result["async_exit_causes"].items())))
+    for crash in crashes:
+        seq_value, log_cnt = crash["sequence_before_kill"] or (None, None)
+        lines.append(
+            f"  crash {crash['number']}: down {crash['down_s']:.1f} s; {crash['grants_checked']} grants checked; "
+            f"tokens: highest granted before {crash['tokens_before']}, sequence at the kill {seq_value} "
+            f"(log_cnt {log_cnt}), after the restart {crash['sequence_after_restart']}, first granted after "
+            f"{crash['first_token_after']}; {crash['workers_live_at_kill']} + {crash['async_workers_live_at_kill']} "
+            f"async workers live at the kill, back within {crash['longest_reconnect_wait_s']:.1f} s"
+            + (f", not back: {crash['not_back']}" if crash["not_back"] else ""))
+    return lines
 
 
 def write_json(result: dict, directory: Path, name: str) -> Path:

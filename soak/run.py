@@ -4,6 +4,7 @@ with an independent checker. Exits 1 when the checker counts any violation.
     scripts/soak                 # 10 minutes; pg_cron's job does the maintenance (once a minute)
     scripts/soak --minutes 2     # shorter
     scripts/soak --sweep thread --lease 5 --sweep-period 1.5    # maintenance from a thread instead
+    scripts/soak --server-faults # PostgreSQL itself killed (pg_ctl stop -m immediate) and restarted now and then
 
 It starts a throwaway PostgreSQL with pg_cron, creates a database, runs `alembic upgrade head` on it as a
 user would (DATABASE_URL, cron required), shortens the lease in proxy_lease_settings, and writes the
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from soak.async_fleet import AsyncFleet  # noqa: E402
 from soak.checker import Checker  # noqa: E402
 from soak.config import SoakConfig, long_config  # noqa: E402
 from soak.faults import FaultInjector  # noqa: E402
@@ -66,13 +68,15 @@ def worker_login_role(url: str, config: SoakConfig):
             conn.execute(sql.SQL("DROP OWNED BY {role}; DROP ROLE {role}").format(role=role))
 
 
-def run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: ANN001
-    """Runs a soak on a migrated database (pool and settings are set here) and returns its figures."""
+def run_soak(url: str, config: SoakConfig, on_sample=None, server=None) -> dict:  # noqa: ANN001
+    """Runs a soak on a migrated database (pool and settings are set here) and returns its figures.
+    Server faults (config.server_faults, config.server_crash_at) need `server`, the soak's own
+    ThrowawayPostgres, which they kill and restart."""
     with worker_login_role(url, config):
-        return _run_soak(url, config, on_sample)
+        return _run_soak(url, config, on_sample, server)
 
 
-def _run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: ANN001
+def _run_soak(url: str, config: SoakConfig, on_sample=None, server=None) -> dict:  # noqa: ANN001
     rng = random.Random(config.seed)
     address_ids = prepare(url, config)
     records = Records()
@@ -83,11 +87,14 @@ def _run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: AN
     if config.sweep == "thread":
         background.append(Every("maintenance", url, config.sweep_period, maintenance(records), records, stop))
     fleet = Fleet(url, config, records, rng, address_ids)
+    async_fleet = AsyncFleet(url, config, records, rng) if config.async_workers else None
+    injector = FaultInjector(fleet, records, rng, stop, server=server, async_fleet=async_fleet)
     started = time.monotonic()
     for thread in background:
         thread.start()
     fleet.start()
-    injector = FaultInjector(fleet, records, rng, stop)
+    if async_fleet:
+        async_fleet.start()
     injector.start()
     try:
         while time.monotonic() - started < config.seconds:
@@ -98,6 +105,8 @@ def _run_soak(url: str, config: SoakConfig, on_sample=None) -> dict:  # noqa: AN
     finally:
         stop.set()
         injector.join(15)
+        if async_fleet:
+            async_fleet.shutdown()
         fleet.shutdown()
         for thread in background:
             thread.join(15)
@@ -111,6 +120,26 @@ def pg_cron_runs(pg, dbname: str) -> dict:  # noqa: ANN001
         return dict(conn.execute(
             "SELECT d.status, count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
             "WHERE j.database = %s AND j.jobname LIKE 'proxy_leases_sweep.%%' GROUP BY 1", (dbname,)).fetchall())
+
+
+def migrate_fleet_database(pg, cron: bool, dbname: str = "fleet") -> str:  # noqa: ANN001
+    """pg_cron in its database, a database for the fleet, `alembic upgrade head` on it as a user would
+    (DATABASE_URL; with `cron`, pg_cron's job required, every minute); returns its URL. RuntimeError with Alembic's output
+    when the upgrade fails."""
+    from tools.harness import CRON_DATABASE, alembic_cli
+
+    with psycopg.connect(pg.url(CRON_DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_cron")
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    url = pg.url(dbname)
+    # Every minute whatever the pg_cron version (1.5 and later would get every 10 s): I3's bound
+    # counts one sweep period of config.sweep_period.
+    upgrade = alembic_cli("upgrade", "head", env={
+        "DATABASE_URL": url, "PROXY_LEASES_CRON": "require" if cron else "off",
+        "PROXY_LEASES_CRON_SCHEDULE": "* * * * *"})
+    if upgrade.returncode != 0:
+        raise RuntimeError(f"alembic upgrade head failed:\n{upgrade.stdout}\n{upgrade.stderr}")
+    return url
 
 
 def _interrupt(*_: object) -> None:
@@ -131,32 +160,31 @@ def main() -> int:
     parser.add_argument("--proxies", type=int, default=80)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument("--server-faults", action="store_true",
+                        help="also kill PostgreSQL (pg_ctl stop -m immediate) now and then, and start it again")
     args = parser.parse_args()
     if args.sweep == "cron" and args.sweep_period not in (None, 60):
         parser.error("with --sweep cron the period is pg_cron's: 60 s")
     config = long_config(
         args.lease, seconds=args.minutes * 60, proxies=args.proxies, sweep=args.sweep,
-        sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5), seed=args.seed)
+        sweep_period=args.sweep_period or (60.0 if args.sweep == "cron" else 1.5), seed=args.seed,
+        server_faults=args.server_faults)
 
-    from tools.harness import CRON_DATABASE, ThrowawayPostgres, alembic_cli
+    from tools.harness import ThrowawayPostgres
 
     dbname = "fleet"
     print(f"soak: starting a throwaway PostgreSQL with pg_cron; {args.minutes:g} minutes", flush=True)
-    with ThrowawayPostgres(preload_pg_cron=True, settings=("max_connections=300",)) as pg:
-        with psycopg.connect(pg.url(CRON_DATABASE), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION pg_cron")
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-        url = pg.url(dbname)
-        # As a user would: `DATABASE_URL=... alembic upgrade head`, pg_cron required in cron mode.
-        # Every minute whatever the pg_cron version (1.5 and later would get every 10 s): I3's bound
-        # counts one sweep period of config.sweep_period.
-        upgrade = alembic_cli("upgrade", "head", env={
-            "DATABASE_URL": url, "PROXY_LEASES_CRON": "require" if config.sweep == "cron" else "off",
-            "PROXY_LEASES_CRON_SCHEDULE": "* * * * *"})
-        if upgrade.returncode != 0:
-            print(upgrade.stdout, upgrade.stderr, sep="\n", file=sys.stderr)
+    # fsync=off (the harness's default) loses nothing committed when only the server's processes die: the
+    # WAL is in the OS page cache. With server faults the run's server is durable all the same, as in
+    # production (a machine losing power would need it; the soak does not cut the power).
+    settings = ("max_connections=300",) + (("fsync=on",) if config.crashes_server else ())
+    with ThrowawayPostgres(preload_pg_cron=True, settings=settings) as pg:
+        try:
+            url = migrate_fleet_database(pg, config.sweep == "cron", dbname)
+        except RuntimeError as failed:
+            print(failed, file=sys.stderr)
             return 2
-        result = run_soak(url, config)
+        result = run_soak(url, config, server=pg)
         if config.sweep == "cron":
             result["pg_cron_runs"] = pg_cron_runs(pg, dbname)
         with psycopg.connect(url) as conn:

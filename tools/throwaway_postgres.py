@@ -189,15 +189,17 @@ class ThrowawayPostgres:
             command = ["runuser", "-u", self.os_user, "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    # Where start() makes the server's directory (a subclass that copies another server names its own).
+    workdir_prefix = "proxy-leases-pg-"
+
     def start(self) -> "ThrowawayPostgres":
-        self.workdir = tempfile.mkdtemp(prefix="proxy-leases-pg-")
+        self.workdir = tempfile.mkdtemp(prefix=self.workdir_prefix)
         self.datadir = os.path.join(self.workdir, "data")
         if self.os_user:
             entry = pwd.getpwnam(self.os_user)
             os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
         try:
-            self._run("initdb", "-D", self.datadir, "-U", self.user, "--auth=trust",
-                      "--encoding=UTF8", "--locale=C.UTF-8")
+            self._make_datadir()
             # A port found free may be taken before the server binds it (several suites at once, as
             # scripts/test_versions runs them): then try another, unless the caller chose the port.
             attempts = 1 if self._chosen_port else 5
@@ -213,6 +215,10 @@ class ThrowawayPostgres:
             self.stop()
             raise
         return self
+
+    def _make_datadir(self) -> None:
+        """A new, empty cluster in self.datadir."""
+        self._run("initdb", "-D", self.datadir, "-U", self.user, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
 
     def _start_on(self, port: int) -> bool:
         """Start the server on `port`; False if it could not bind it on every localhost address."""
@@ -255,6 +261,22 @@ class ThrowawayPostgres:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def crash(self) -> None:
+        """Kill the server the way a crash does: ``pg_ctl stop -m immediate`` ends every server process at
+        once, with no shutdown checkpoint, and sessions lose their connections mid-statement. The data
+        directory stays, for restart(). What fsync setting makes this a fair test: with the default
+        fsync=off the WAL a commit wrote is still in the OS page cache after a process crash, so nothing
+        committed is lost; only a machine losing power needs fsync=on (``settings=("fsync=on",)``)."""
+        self._run("pg_ctl", "stop", "-m", "immediate", "-D", self.datadir)
+
+    def restart(self) -> None:
+        """Start the server again after crash() (or stop -m immediate by hand) on the same data directory and
+        port, so that clients' URLs still hold: crash recovery replays the WAL, and this returns once the
+        server accepts connections."""
+        if not self._start_on(self.port):
+            raise RuntimeError(f"port {self.port} was taken while the server in {self.datadir} was down")
+        self._wait_until_accepting()
 
     def server_log(self) -> str:
         try:
