@@ -89,11 +89,11 @@ REVIEWED_DATA_STEPS: dict[str, DataStep] = {
                "adds it later), the announce trigger's WHEN is false for held proxies, and the audit triggers "
                "came after it."),
     "0022_self_healing_cut_leases.sql": DataStep(
-        replay="cut the leases ending beyond longest_lease under version 5 of tg_proxies__keep_lease_consistent, "
-               "which kept each worker and token and stamped renewed_at, as for any new lease end still ahead; "
-               "no audit event (a lease end is not one). A fresh install has no such lease: the backfill "
-               "(0004_lease_backfill.sql) gave every held proxy now() + lease_duration, within the bound, so "
-               "its UPDATE finds no row and nothing is left to do after it."),
+        replay="cut the leases ending beyond the new bound (a day, or lease_duration if longer), or never, under "
+               "version 5 of tg_proxies__keep_lease_consistent, which kept each worker and token and stamped "
+               "renewed_at, as for any new lease end still ahead; no audit event (a lease end is not one). A fresh "
+               "install has no such lease: the backfill (0004_lease_backfill.sql) gave every held proxy now() + "
+               "lease_duration, within the bound, so its UPDATE finds no row and nothing is left to do after it."),
 }
 
 

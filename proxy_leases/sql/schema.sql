@@ -250,7 +250,7 @@ COMMENT ON COLUMN public.proxy_lease_settings.record_lease_events IS 'Whether gr
 COMMENT ON COLUMN public.proxy_lease_settings.maintenance_period IS 'How often the scheduler calls run_lease_maintenance() (pg_cron''s job: every minute). proxy_leases_health reports the maintenance late when no run started within two periods and 30 seconds. Set it when you change the schedule.';
 COMMENT ON COLUMN public.proxy_lease_settings.free_pool_floor IS 'proxy_leases_health reports the pool low when fewer proxies than this are free (neither held nor blocked). 20 suits a pool of 100 (the incident''s healthy pool had 29 free, its worst 13); NULL switches the check off.';
 COMMENT ON COLUMN public.proxy_lease_settings.quarantined_share_limit IS 'proxy_leases_health reports too many quarantined proxies (blocked by the strike rule until unblock_proxy) when their share of the pool reaches this. 0.2 is a fifth; NULL switches the check off.';
-COMMENT ON COLUMN public.proxy_lease_settings.longest_lease IS 'The furthest ahead a lease may end: a grant, a renewal or a direct UPDATE of proxies.leased_until beyond now + longest_lease is refused (acquire_proxy: 22023; any other write: 23514). At least lease_duration and an hour, at most 100 years. Bounds how long a dead worker''s proxy can stay held when nothing else frees it.';
+COMMENT ON COLUMN public.proxy_lease_settings.longest_lease IS 'The furthest ahead a lease may end: a grant, a renewal or a direct UPDATE of proxies.leased_until beyond now + longest_lease, or an infinite one, is refused (acquire_proxy and renew_proxy_lease: 22023; any other write: 23514); a lease already longer when the setting is lowered keeps its end. At least lease_duration and an hour, at most 100 years. Bounds how long a dead worker''s proxy can stay held when nothing else frees it.';
 
 -- SEQUENCE proxy_lease_token_seq
 CREATE SEQUENCE public.proxy_lease_token_seq
@@ -380,6 +380,7 @@ DECLARE
     -- Put back after each write: this may run inside another labelled statement (a trigger's).
     v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_settings public.proxy_lease_settings;
+    v_longest  interval;
     v_lease  interval;
     v_locked bigint[];
     v_held   record;
@@ -416,11 +417,17 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
     END IF;
-    IF v_lease > v_settings.longest_lease THEN
+    -- longest_lease is at least an hour, so a shorter lease needs no look at it, and the call reads
+    -- the new column only when asked for more: a call that a downgrade dropping the column overtakes
+    -- (it found this version just before the commit) then fails only if it asked for hours.
+    IF v_lease > interval '1 hour' THEN
+        v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
+    END IF;
+    IF v_lease > v_longest THEN
         RAISE EXCEPTION 'lease is too long, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The longest lease is longest_lease, %s: a lease that never ends hides its proxy '
-                                  'from every reclaim.', v_settings.longest_lease),
+                                  'from every reclaim.', v_longest),
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration, and renew while the work goes on.';
     END IF;
     -- Under a snapshot older than the advisory lock, a second call for the same worker would not
@@ -514,7 +521,7 @@ BEGIN
         FOR v_attempt IN 1..4 LOOP
             SELECT e.id, e.worker_id INTO v_ran_out
               FROM public.proxies e
-             WHERE e.is_in_use AND e.leased_until <= clock_timestamp()
+             WHERE e.is_in_use AND e.leased_until <= clock_timestamp() AND e.is_blocked IS NOT TRUE
              LIMIT 1
                FOR UPDATE SKIP LOCKED;
             EXIT WHEN NOT FOUND;
@@ -549,7 +556,7 @@ BEGIN
 END
 $_$;
 
-COMMENT ON FUNCTION public.acquire_proxy(worker_id text, lease interval) IS 'Grants the worker one free, unblocked proxy for lease (NULL: lease_duration) and returns (proxy_id, address, lease_token, leased_until); no row when none is free or can be taken over (LISTEN proxy_available). A worker that already holds a proxy gets that grant back, with the same token and its lease end set to now + lease, unless its lease ran out or it was blocked (judged after any wait): that goes back first. Hands out the proxy free for the longest first; the grant is logged in proxy_lease_events (reason acquired). Calls for different workers never wait for each other and never get the same proxy. When none is free, it takes over one whose lease ran out, freed first as release_stuck_proxies would (strike, reason lease_expired; another, up to 4, when the strike quarantines it), so an exhausted pool heals without the scheduler. Malformed worker_id or a lease <= 0 or over longest_lease raise 22023; any isolation level but READ COMMITTED raises 0A000; 55P03 (retry) when a proxy granted to the worker during the call is locked by another transaction. A lease shorter than orphan_grace is granted as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
+COMMENT ON FUNCTION public.acquire_proxy(worker_id text, lease interval) IS 'Grants the worker one free, unblocked proxy for lease (NULL: lease_duration) and returns (proxy_id, address, lease_token, leased_until); no row when none is free or can be taken over (LISTEN proxy_available). A worker that already holds a proxy gets that grant back, with the same token and its lease end set to now + lease, unless its lease ran out or it was blocked (judged after any wait): that goes back first. Hands out the proxy free for the longest first; the grant is logged in proxy_lease_events (reason acquired). Calls for different workers never wait for each other and never get the same proxy. When none is free, it takes over an unblocked one whose lease ran out, freed first as release_stuck_proxies would (strike, reason lease_expired; another, up to 4, when the strike quarantines it), so an exhausted pool heals without the scheduler. Malformed worker_id or a lease <= 0 or over longest_lease raise 22023; any isolation level but READ COMMITTED raises 0A000; 55P03 (retry) when a proxy granted to the worker during the call is locked by another transaction. A lease shorter than orphan_grace is granted as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
 
 -- FUNCTION block_proxy(bigint, bigint)
 CREATE FUNCTION public.block_proxy(proxy_id bigint, lease_token bigint) RETURNS boolean
@@ -1040,6 +1047,7 @@ CREATE FUNCTION public.renew_proxy_lease(proxy_id bigint, lease_token bigint, le
     AS $$
 DECLARE
     v_settings public.proxy_lease_settings;
+    v_longest  interval;
     v_lease    interval;
     v_now      timestamptz;
     v_until    timestamptz;
@@ -1067,11 +1075,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
     END IF;
-    IF v_lease > interval '100 years' THEN
+    -- longest_lease is at least an hour, so a shorter lease needs no look at it, and the call reads
+    -- the new column only when asked for more: a call that a downgrade dropping the column overtakes
+    -- (it found this version just before the commit) then fails only if it asked for hours.
+    IF v_lease > interval '1 hour' THEN
+        v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
+    END IF;
+    IF v_lease > v_longest THEN
         RAISE EXCEPTION 'lease is too long, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Intervals are limited to 100 years: longer ones overflow a timestamp, or are a typo.',
-                  HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
+                  DETAIL = format('The longest lease is longest_lease, %s: a lease that never ends hides its proxy '
+                                  'from every reclaim.', v_longest),
+                  HINT = 'Pass NULL (or nothing) for the configured lease_duration, and renew while the work goes on.';
     END IF;
     -- Valid, but a bare number is seconds: '30' is 00:00:30, not half an hour. Granted as asked.
     IF v_lease < v_settings.orphan_grace THEN
@@ -1123,7 +1138,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION public.renew_proxy_lease(proxy_id bigint, lease_token bigint, lease interval) IS 'Sets the lease end of the grant (proxy_id, lease_token) to now + lease (NULL: lease_duration), earlier than before if lease is shorter, and returns the new leased_until. A token that no longer holds (lease run out, released, swept, granted again, proxy blocked since), judged after waiting for the row, renews nothing and raises SQLSTATE LP001: stop using the proxy. NULL arguments, a lease <= 0 or over 100 years, or the two ids swapped (the hint shows the call in order) raise 22023. A lease shorter than orphan_grace is set as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
+COMMENT ON FUNCTION public.renew_proxy_lease(proxy_id bigint, lease_token bigint, lease interval) IS 'Sets the lease end of the grant (proxy_id, lease_token) to now + lease (NULL: lease_duration), earlier than before if lease is shorter, and returns the new leased_until. A token that no longer holds (lease run out, released, swept, granted again, proxy blocked since), judged after waiting for the row, renews nothing and raises SQLSTATE LP001: stop using the proxy. NULL arguments, a lease <= 0 or over longest_lease, or the two ids swapped (the hint shows the call in order) raise 22023. A lease shorter than orphan_grace is set as asked, with a WARNING: a bare number such as ''30'' is seconds. Runs as its owner; EXECUTE is granted to proxy_leases_worker and proxy_leases_operator.';
 
 -- FUNCTION requeue_stale_tasks(interval)
 CREATE FUNCTION public.requeue_stale_tasks(heartbeat_timeout interval DEFAULT NULL::interval) RETURNS integer
@@ -1430,13 +1445,15 @@ BEGIN
         END IF;
         IF NEW.leased_until IS NULL THEN
             NEW.leased_until := v_now + (SELECT s.lease_duration FROM public.proxy_lease_settings s);
-        -- longest_lease is at least an hour: a lease ending within the hour needs no read of the settings.
+        -- longest_lease is at least an hour: a finite lease ending within the hour needs no read of the
+        -- settings. '-infinity' is refused too: the views' arithmetic on it fails before PostgreSQL 17.
         ELSIF (TG_OP = 'INSERT' OR NEW.leased_until IS DISTINCT FROM OLD.leased_until)
-              AND NOT NEW.leased_until <= v_now + interval '1 hour' THEN
+              AND (NOT isfinite(NEW.leased_until) OR NEW.leased_until > v_now + interval '1 hour') THEN
             v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
             IF NOT isfinite(NEW.leased_until) OR NEW.leased_until > v_now + v_longest THEN
-                RAISE EXCEPTION 'proxy % cannot be leased until %: further ahead than longest_lease (%)',
-                                NEW.id, NEW.leased_until, v_longest
+                RAISE EXCEPTION 'proxy % cannot be leased until %: %', NEW.id, NEW.leased_until,
+                                CASE WHEN NEW.leased_until = '-infinity' THEN 'a lease ends at a time'
+                                     ELSE format('further ahead than longest_lease (%s)', v_longest) END
                     USING ERRCODE = 'check_violation', COLUMN = 'leased_until',
                           DETAIL = format('A lease of proxy %s may end at %s at the latest.', NEW.id, v_now + v_longest),
                           HINT = 'Renew the lease while the work goes on (renew_proxy_lease, or the heartbeat of the '
@@ -1496,7 +1513,7 @@ BEGIN
 END
 $_$;
 
-COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS 'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + lease_duration (unless the statement set leased_until) and renewed_at = now, which every later write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or worker_id = NULL frees it completely, stamps released_at and keeps the ended token in released_lease_token (until the next grant or unblock), and a release of an unblocked proxy that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a proxy held under a live lease to another worker (55006), and a lease end further ahead than now + longest_lease, or infinite (23514).';
+COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS 'Trigger on proxies: a new holder gets a new lease_token, leased_at = now and leased_until = now + lease_duration (unless the statement set leased_until) and renewed_at = now, which every later write setting a new leased_until still ahead stamps again; on a held proxy, is_in_use = false or worker_id = NULL frees it completely, stamps released_at and keeps the ended token in released_lease_token (until the next grant or unblock), and a release of an unblocked proxy that adds no strike clears strike_count; strikes reaching quarantine_after_strikes block the proxy until unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a proxy held under a live lease to another worker (55006), and a lease end further ahead than now + longest_lease, or infinite either way (23514).';
 
 -- FUNCTION tg_proxies__record_lease_events()
 CREATE FUNCTION public.tg_proxies__record_lease_events() RETURNS trigger

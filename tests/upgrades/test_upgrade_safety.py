@@ -204,6 +204,8 @@ BLOCKERS: dict[tuple[str, str], list[Blocker]] = {
     ("downgrade", "0020_task_exit_inline_rule"): [WORKER_HEARTBEAT],
     ("upgrade", "0021_maintenance_health"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
     ("downgrade", "0021_maintenance_health"): [WORKER_HEARTBEAT],
+    ("upgrade", "0022_self_healing"): [WORKER_WRITING_PROXIES, SETTINGS_READER],
+    ("downgrade", "0022_self_healing"): [WORKER_HEARTBEAT],
 }
 UNBLOCKABLE = {
     ("upgrade", "0001_fleet_schema"): "adopts the fleet's tables by reading information_schema, which takes no "

@@ -2,13 +2,13 @@
 
 With pg_cron missing, paused, or not yet back after a failover, nothing freed the leases dead workers
 left behind, and a fleet whose pool they had exhausted stalled although every one had run out.
-acquire_proxy v8, finding no proxy free, frees up to 4 whose lease ran out, as the sweep would
-(strike, reason lease_expired, fencing by token), then grants one. And a lease could be written to end
-in the year 3000, or at 'infinity', hiding its proxy from every reclaim: the setting longest_lease (1
-day) bounds every lease end, checked on every write to proxies (tg_proxies__keep_lease_consistent v6)
-and up front by acquire_proxy; leases already beyond it are cut to it, with a WARNING each. Catalog
-changes and one UPDATE of such leases, under the short, retried locks of 0006_lease_api.
-docs/server-faults.md.
+acquire_proxy v8, finding no proxy free, takes over one whose lease ran out, freed as the
+sweep frees it. And a lease could be written to end in the year 3000, or at 'infinity', hiding its
+proxy from every reclaim: the setting longest_lease (1 day, or lease_duration if longer) bounds every
+lease end, on every write to proxies (tg_proxies__keep_lease_consistent v6) and up front in
+acquire_proxy and renew_proxy_lease (v7), where a longer lease used to be granted. Leases already
+beyond it are cut to it, with a WARNING each. Catalog changes and one UPDATE of such leases, under the
+short, retried locks of 0006_lease_api. docs/server-faults.md.
 
 Revision ID: 0022_self_healing
 Revises: 0021_maintenance_health
@@ -33,6 +33,7 @@ def upgrade() -> None:
         "functions/tg_proxy_lease_settings__reject_bad_values.v4.sql",
         "functions/tg_proxies__keep_lease_consistent.v6.sql",
         "functions/acquire_proxy.v8.sql",
+        "functions/renew_proxy_lease.v7.sql",
         "functions/proxy_leases_head_revision.v2.sql",
     )
 
@@ -44,6 +45,7 @@ def downgrade() -> None:
         "functions/tg_proxy_lease_settings__reject_bad_values.v3.sql",
         "functions/tg_proxies__keep_lease_consistent.v5.sql",
         "functions/acquire_proxy.v7.sql",
+        "functions/renew_proxy_lease.v6.sql",
         "functions/proxy_leases_head_revision.v1.sql",
         "0022_self_healing.down.sql",
     )

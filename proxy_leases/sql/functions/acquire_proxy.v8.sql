@@ -30,12 +30,12 @@
 -- orphan_grace is the threshold because it is the time the database itself gives a new grant to
 -- start its task: a lease that ends sooner is short by the fleet's own measure (README, "Bad input").
 -- v8 (0022_self_healing) heals an exhausted pool without the scheduler. When no proxy is free, it
--- takes over one whose lease ran out, freed first as the sweep frees it (a strike, reason
--- lease_expired in the trail, a LOG line), so that a fleet stalled by dead workers' leases recovers
--- at its next call whether or not pg_cron runs (docs/server-faults.md). One per call, as each caller
--- needs one: concurrent callers take different ones (SKIP LOCKED), none waits. Bounded: at most 4
--- when strikes quarantine them, and the search reads only held proxies until it finds one that ran
--- out, so a pool exhausted by live leases costs one pass over what is held.
+-- takes over an unblocked one whose lease ran out (the first the search finds: no order, which
+-- would sort every one that ran out), freed as the sweep frees it (a strike,
+-- reason lease_expired in the trail, a LOG line), so that a fleet stalled by dead workers' leases
+-- recovers at its next call whether or not pg_cron runs. One per call, as each caller needs one:
+-- concurrent callers take different ones (SKIP LOCKED), none waits; at most 4 when the strikes
+-- quarantine them. What it costs, and why no index: docs/server-faults.md.
 -- A lease longer than longest_lease is refused up front, as every write to proxies refuses it.
 -- Runs as its owner, with search_path pg_catalog, pg_temp, as since 0014_least_privilege (README,
 -- "Roles and rights").
@@ -50,6 +50,7 @@ DECLARE
     -- Put back after each write: this may run inside another labelled statement (a trigger's).
     v_outer_reason text := current_setting('proxy_leases.event_reason', true);
     v_settings public.proxy_lease_settings;
+    v_longest  interval;
     v_lease  interval;
     v_locked bigint[];
     v_held   record;
@@ -86,11 +87,17 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration.';
     END IF;
-    IF v_lease > v_settings.longest_lease THEN
+    -- longest_lease is at least an hour, so a shorter lease needs no look at it, and the call reads
+    -- the new column only when asked for more: a call that a downgrade dropping the column overtakes
+    -- (it found this version just before the commit) then fails only if it asked for hours.
+    IF v_lease > interval '1 hour' THEN
+        v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
+    END IF;
+    IF v_lease > v_longest THEN
         RAISE EXCEPTION 'lease is too long, got %', v_lease
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The longest lease is longest_lease, %s: a lease that never ends hides its proxy '
-                                  'from every reclaim.', v_settings.longest_lease),
+                                  'from every reclaim.', v_longest),
                   HINT = 'Pass NULL (or nothing) for the configured lease_duration, and renew while the work goes on.';
     END IF;
     -- Under a snapshot older than the advisory lock, a second call for the same worker would not
@@ -184,7 +191,7 @@ BEGIN
         FOR v_attempt IN 1..4 LOOP
             SELECT e.id, e.worker_id INTO v_ran_out
               FROM public.proxies e
-             WHERE e.is_in_use AND e.leased_until <= clock_timestamp()
+             WHERE e.is_in_use AND e.leased_until <= clock_timestamp() AND e.is_blocked IS NOT TRUE
              LIMIT 1
                FOR UPDATE SKIP LOCKED;
             EXIT WHEN NOT FOUND;
@@ -228,7 +235,7 @@ COMMENT ON FUNCTION public.acquire_proxy(text, interval) IS
     'lease ran out or it was blocked (judged after any wait): that goes back first. Hands out '
     'the proxy free for the longest first; the grant is logged in proxy_lease_events (reason acquired). '
     'Calls for different workers never wait for each other and never get the same proxy. When none is free, '
-    'it takes over one whose lease ran out, freed first as release_stuck_proxies would (strike, reason '
+    'it takes over an unblocked one whose lease ran out, freed first as release_stuck_proxies would (strike, reason '
     'lease_expired; another, up to 4, when the strike quarantines it), so an exhausted pool heals without '
     'the scheduler. Malformed '
     'worker_id or a lease <= 0 or over longest_lease raise 22023; any isolation level but READ COMMITTED '

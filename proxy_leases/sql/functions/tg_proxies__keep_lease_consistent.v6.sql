@@ -70,13 +70,15 @@ BEGIN
         END IF;
         IF NEW.leased_until IS NULL THEN
             NEW.leased_until := v_now + (SELECT s.lease_duration FROM public.proxy_lease_settings s);
-        -- longest_lease is at least an hour: a lease ending within the hour needs no read of the settings.
+        -- longest_lease is at least an hour: a finite lease ending within the hour needs no read of the
+        -- settings. '-infinity' is refused too: the views' arithmetic on it fails before PostgreSQL 17.
         ELSIF (TG_OP = 'INSERT' OR NEW.leased_until IS DISTINCT FROM OLD.leased_until)
-              AND NOT NEW.leased_until <= v_now + interval '1 hour' THEN
+              AND (NOT isfinite(NEW.leased_until) OR NEW.leased_until > v_now + interval '1 hour') THEN
             v_longest := (SELECT s.longest_lease FROM public.proxy_lease_settings s);
             IF NOT isfinite(NEW.leased_until) OR NEW.leased_until > v_now + v_longest THEN
-                RAISE EXCEPTION 'proxy % cannot be leased until %: further ahead than longest_lease (%)',
-                                NEW.id, NEW.leased_until, v_longest
+                RAISE EXCEPTION 'proxy % cannot be leased until %: %', NEW.id, NEW.leased_until,
+                                CASE WHEN NEW.leased_until = '-infinity' THEN 'a lease ends at a time'
+                                     ELSE format('further ahead than longest_lease (%s)', v_longest) END
                     USING ERRCODE = 'check_violation', COLUMN = 'leased_until',
                           DETAIL = format('A lease of proxy %s may end at %s at the latest.', NEW.id, v_now + v_longest),
                           HINT = 'Renew the lease while the work goes on (renew_proxy_lease, or the heartbeat of the '
@@ -146,4 +148,4 @@ COMMENT ON FUNCTION public.tg_proxies__keep_lease_consistent() IS
     'unblock_proxy; block details (blocked_at, blocked_until, blocked_reason, blocked_lease_token) exist only while blocked; '
     'taking a free proxy with only one of is_in_use and worker_id is refused (23514), and so is giving a '
     'proxy held under a live lease to another worker (55006), and a lease end further ahead than now + '
-    'longest_lease, or infinite (23514).';
+    'longest_lease, or infinite either way (23514).';
