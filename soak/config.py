@@ -49,7 +49,7 @@ class SoakConfig:
     # Server faults (soak/faults.py, server_crash), on a server of the soak's own only: PostgreSQL killed with
     # pg_ctl stop -m immediate and started again on the same data directory after server_down_seconds.
     # server_faults adds them to the random draw with server_crash_weight (with a fault every 2 to 5 s and
-    # the other weights summing to 12, one fault in 25: 6 or 7 in 10 minutes); server_crash_at crashes it
+    # the other weights summing to 12, one fault in 25: 6 to 11 in 10 minutes here); server_crash_at crashes it
     # at these moments, in seconds into the run, besides.
     server_faults: bool = False
     server_crash_weight: float = 0.5

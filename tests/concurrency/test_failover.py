@@ -1,27 +1,15 @@
 """Failover: a primary with pg_cron killed under eight live workers and one dead one, and its streaming
 standby promoted. No proxy is granted twice across it, tokens keep increasing, the same pg_cron job runs
 the maintenance on the new primary within one period, and the dead worker's proxy comes back within
-lease + one period of the failover.
+lease + one period of the failover. What the fleet can expect, and why replication must be synchronous:
+docs/server-faults.md, "Failover to a standby".
 
-Replication is synchronous (synchronous_standby_names = '*' on the primary, synchronous_commit on): a
-commit returns only once the standby has flushed it, so every grant, renewal and release a worker was
-told about is on the new primary. With PostgreSQL's default asynchronous replication the last commits
-the old primary acknowledged can be missing there: a worker would hold a grant the new primary never
-made (its next renewal fails with LP001, but another worker may be given the proxy meanwhile), and the
-token sequence, replicated like any table, could hand out again a token already given. Fencing holds
-across a failover only for what the standby had. A call cut by the kill is in doubt either way; each
-worker repeats it, which the API makes safe (acquire_proxy returns the grant already held, a second
-release returns false).
-
-pg_cron 1.4 starts no scheduler on a standby and starts it at promotion, with the replicated cron.job.
-But a job connects to localhost on the port that was the server's when the job was scheduled
-(cron.job.nodeport). In production both hosts serve the same port; here both servers share one host,
-so the promotion points the jobs at the standby's port, as a promotion hook would have to wherever the
-new primary listens elsewhere. Without it the same job fires on the new primary every minute and fails
-with "connection failed".
-
-pg_cron 1.4 fires at the top of each minute, so the kill is timed 12 to 24 s before one: long enough for
-the dead worker's lease (10 s) to run out first, short enough to keep the test near a minute.
+Replication is synchronous (synchronous_standby_names = '*' on the primary). A call cut by the kill is in
+doubt; each worker repeats it, which the API makes safe. Both servers run on one host, so the standby
+listens on another port than the one pg_cron's job names (cron.job.nodeport): the promotion points the
+job at it, as a promotion hook would have to wherever the new primary listens elsewhere. pg_cron 1.4
+fires at the top of each minute, so the kill is timed 12 to 24 s before one: long enough for the dead
+worker's lease (10 s) to run out first, short enough to keep the test near a minute.
 """
 
 from __future__ import annotations
