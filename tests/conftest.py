@@ -41,6 +41,9 @@ PG_CRON_NEEDED = {
                             "test_an_owner_without_pg_cron_grants_gets_exit_3_the_reason_and_the_statements_that_fix_it",
                             "test_cron_auto_given_explicitly_accepts_no_sweeper_and_cron_off_leaves_it_to_the_operator",
                             "test_a_downgrade_to_base_says_what_it_removed_and_which_roles_it_kept"},
+    # Servers of their own, with pg_cron preloaded: the soak's, and a primary whose job must follow a failover.
+    "test_server_crash.py": {"test_two_server_crashes_under_load_lose_no_committed_grant_and_tokens_keep_increasing"},
+    "test_failover.py": {"test_a_failover_to_a_synchronous_standby_double_grants_nothing_and_the_maintenance_follows"},
 }
 # These run every step, and compare pg_cron's jobs before and after it: only the steps that schedule
 # or unschedule a job (test_upgrade_safety.CRON_REVISIONS, run with cron=auto) need pg_cron; for the

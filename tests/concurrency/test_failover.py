@@ -28,19 +28,9 @@ from proxy_leases.migrations.pg_cron import job_name
 from soak.checker import Checker
 from soak.records import Records, Worker
 from soak.run import migrate_fleet_database
-from tools.harness import CRON_DATABASE, ThrowawayPostgres, find_bindir, has_extension
+from tools.harness import CRON_DATABASE, ThrowawayPostgres
 from tools.throwaway_standby import ThrowawayStandby
 
-
-def pg_cron_installed() -> bool:
-    try:
-        return has_extension(find_bindir(), "pg_cron")
-    except RuntimeError:  # no server at all: the suite's own fixtures say so
-        return False
-
-
-pytestmark = [pytest.mark.pg_cron,
-              pytest.mark.skipif(not pg_cron_installed(), reason="needs pg_cron, which this server does not have")]
 
 LEASE = 10.0            # lease_duration
 ORPHAN_GRACE = 5.0      # above the live workers' longest hold (two holds of at most 0.4 s)

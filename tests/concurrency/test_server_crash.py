@@ -9,13 +9,12 @@ The suite's shared server cannot be crashed (it serves every other test), so the
 import time
 
 import psycopg
-import pytest
 
 from soak.checker import Checker
 from soak.config import short_config
 from soak.records import Records, ServerCrash
 from soak.run import migrate_fleet_database, run_soak
-from tools.harness import CRON_DATABASE, ThrowawayPostgres, find_bindir, has_extension
+from tools.harness import CRON_DATABASE, ThrowawayPostgres
 
 NO_VIOLATION = {f"I{n}": 0 for n in range(1, 10)}
 # What a worker may die of when the server goes away under it, or will not take it yet: its connection
@@ -28,7 +27,6 @@ ASYNC_CONNECTION_LOST = ("ConnectionRefusedError", "ConnectionResetError", "OSEr
                          "asyncpg.exceptions.CannotConnectNowError", "asyncpg.exceptions._base.InterfaceError")
 
 
-@pytest.mark.skipif(not has_extension(find_bindir(), "pg_cron"), reason="the soak's server preloads pg_cron")
 def test_two_server_crashes_under_load_lose_no_committed_grant_and_tokens_keep_increasing():
     # 30 s of 45 workers and 3 async workers, a fault every ~0.5 s, the server killed at 8 s and at 18 s.
     config = short_config(seconds=30, seed=7, server_crash_at=(8.0, 18.0), async_workers=3)
